@@ -1,0 +1,25 @@
+//! The crater-at-home agent: connects to a coordinator, runs one long-lived Docker container per
+//! slot, feeds each container one job at a time and streams its log back.
+//!
+//! It is a library as well as the `crater-agent` binary so that `crater-at-home run` can embed it:
+//! the embedded agent still talks to its coordinator over real gRPC, the same path a remote one
+//! takes.
+//!
+//! # Layout
+//! - [`docker`]: connecting to the engine (API version negotiated), labels, leftover clean-up.
+//! - [`image`]: the worker image: its files are embedded, it is built when missing.
+//! - [`toolchain`]: the host Rust toolchain that is mounted read-only into the containers.
+//! - [`slot`]: one pinned, locked-down container and the job protocol spoken over its stdin/stdout.
+//! - [`end_marker`]: finding a job's unforgeable end line in the container's output.
+//! - [`fetch`]: downloading a crate from crates.io and checking it against the index checksum.
+//! - [`session`]: the gRPC session with a coordinator: hello, one loop per slot, log streaming.
+
+pub mod docker;
+pub mod end_marker;
+pub mod fetch;
+pub mod image;
+pub mod session;
+pub mod slot;
+pub mod toolchain;
+
+pub use session::{AgentConfig, run_agent};

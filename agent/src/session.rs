@@ -1,0 +1,414 @@
+//! An agent's session with its coordinator: one `Work` stream, one loop per slot.
+//!
+//! Each slot loop asks for one job (`WantWork`), runs it, streams its log as `LogChunk`s and ends
+//! it with `JobDone`, then asks again. A container lost mid-job is replaced and the job run again
+//! in the new one, up to [`MAX_TRIES`] times, with a banner in the log saying so; after that the
+//! job ends as a harness error with all the log it produced. The agent stops when the
+//! coordinator drains it or `shutdown` fires, and removes its containers on the way out.
+
+use crate::fetch::{DEFAULT_DOWNLOAD_URL, Downloader};
+use crate::slot::{Job, JobError, LogSink, Slot, SlotConfig, allowed_cpus};
+use crate::toolchain::Toolchain;
+use crate::{docker, image};
+use anyhow::{Context, Result, bail};
+use backon::{ConstantBuilder, Retryable};
+use crater_proto::pb::{
+    self, agent_message::Msg as AgentMsg, coordinator_message::Msg as CoordMsg,
+};
+use crater_proto::tool::Tool;
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+
+/// How many times a job is started before a lost container makes it a harness error.
+pub const MAX_TRIES: u32 = 3;
+
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// The coordinator's URL, e.g. `http://127.0.0.1:7878`.
+    pub coordinator: String,
+    pub name: String,
+    pub slots: u32,
+    pub memory_bytes: u64,
+    pub pids_limit: i64,
+    /// The worker image; `None` uses the registry-free image, built when missing.
+    pub image: Option<String>,
+    /// The toolchain to mount; `None` finds the host's.
+    pub toolchain: Option<PathBuf>,
+    /// The CA bundle to give the containers; `None` leaves them the image's own.
+    pub ca_bundle: Option<PathBuf>,
+    pub download_url: String,
+}
+
+impl AgentConfig {
+    pub fn new(coordinator: impl Into<String>) -> AgentConfig {
+        let ca = PathBuf::from("/etc/ssl/certs/ca-certificates.crt");
+        AgentConfig {
+            coordinator: coordinator.into(),
+            name: docker::hostname(),
+            slots: allowed_cpus().len() as u32,
+            memory_bytes: 8 << 30,
+            pids_limit: 4096,
+            image: None,
+            toolchain: None,
+            ca_bundle: ca.is_file().then_some(ca),
+            download_url: DEFAULT_DOWNLOAD_URL.to_owned(),
+        }
+    }
+}
+
+/// Runs an agent until its coordinator drains it, its stream ends, or `shutdown` fires.
+pub async fn run_agent(config: AgentConfig, shutdown: CancellationToken) -> Result<()> {
+    let docker = docker::connect().await?;
+    let removed = docker::remove_leftovers(&docker).await?;
+    if removed > 0 {
+        tracing::info!("removed {removed} containers left behind by earlier agents");
+    }
+    let image = match &config.image {
+        Some(image) => image.clone(),
+        None => image::ensure_local_image(&docker, false).await?,
+    };
+    let toolchain = Toolchain::detect(config.toolchain.clone())?;
+    let slot_config = Arc::new(SlotConfig {
+        image,
+        toolchain: toolchain.clone(),
+        ca_bundle: config.ca_bundle.clone(),
+        memory_bytes: config.memory_bytes,
+        pids_limit: config.pids_limit,
+        env: proxy_env(),
+    });
+    let cpus = allowed_cpus();
+    let mut slots: Vec<Slot> = (0..config.slots)
+        .map(|i| {
+            let cpu = cpus[i as usize % cpus.len()];
+            Slot::new(i, cpu, docker.clone(), slot_config.clone())
+        })
+        .collect();
+    // Start every container before saying hello, so a broken image fails here, loudly.
+    let started = futures::future::join_all(slots.iter_mut().map(|s| s.ensure_container())).await;
+    if let Some(e) = started.into_iter().find_map(Result::err) {
+        for slot in &mut slots {
+            slot.shutdown().await;
+        }
+        return Err(e.context("starting the slot containers"));
+    }
+
+    let result = session(&config, &toolchain, &mut slots, shutdown).await;
+    for slot in &mut slots {
+        slot.shutdown().await;
+    }
+    result
+}
+
+async fn session(
+    config: &AgentConfig,
+    toolchain: &Toolchain,
+    slots: &mut [Slot],
+    shutdown: CancellationToken,
+) -> Result<()> {
+    let mut client = connect(&config.coordinator).await?;
+    let (tx, rx) = mpsc::channel::<pb::AgentMessage>(256);
+    tx.send(msg(AgentMsg::Hello(pb::Hello {
+        agent_name: config.name.clone(),
+        protocol_version: crater_proto::PROTOCOL_VERSION,
+        agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+        slots: config.slots,
+        memory_per_slot_bytes: config.memory_bytes,
+        tools: Tool::ALL.iter().map(|t| t.name().to_owned()).collect(),
+        targets: vec![toolchain.host_target.clone()],
+    })))
+    .await?;
+    let mut inbound = client
+        .work(ReceiverStream::new(rx))
+        .await
+        .map_err(|s| anyhow::anyhow!("the coordinator refused this agent: {}", s.message()))?
+        .into_inner();
+    let heartbeat_every = match inbound.message().await {
+        Ok(Some(pb::CoordinatorMessage {
+            msg: Some(CoordMsg::Welcome(welcome)),
+        })) => Duration::from_secs(welcome.heartbeat_interval_secs.max(1).into()),
+        Ok(other) => bail!("the coordinator answered hello with {other:?}"),
+        Err(s) => bail!("the coordinator refused this agent: {}", s.message()),
+    };
+    tracing::info!(coordinator = %config.coordinator, slots = slots.len(), "connected");
+
+    let stop = shutdown.child_token();
+    let running = Arc::new(Mutex::new(BTreeSet::new()));
+    let downloader = Downloader::new(config.download_url.clone())?;
+    let mut assign_txs = HashMap::new();
+    let mut slot_loops = Vec::new();
+    for slot in slots.iter_mut() {
+        let (assign_tx, assign_rx) = mpsc::channel(1);
+        assign_txs.insert(slot.index, assign_tx);
+        let ctx = SlotContext {
+            tx: tx.clone(),
+            downloader: downloader.clone(),
+            running: running.clone(),
+            stop: stop.clone(),
+            host_target: toolchain.host_target.clone(),
+        };
+        slot_loops.push(slot_loop(slot, assign_rx, ctx));
+    }
+
+    let router = async {
+        loop {
+            let message = tokio::select! {
+                m = inbound.message() => m,
+                () = stop.cancelled() => return Ok(()),
+            };
+            match message {
+                Ok(Some(pb::CoordinatorMessage { msg: Some(m) })) => match m {
+                    CoordMsg::Assign(assign) => match assign_txs.get(&assign.slot) {
+                        Some(slot_tx) => slot_tx.send(assign).await?,
+                        None => bail!("the coordinator assigned to unknown slot {}", assign.slot),
+                    },
+                    CoordMsg::Drain(_) => {
+                        tracing::info!("drained by the coordinator: finishing running jobs");
+                        assign_txs.clear(); // slot loops end when their job is done
+                    }
+                    CoordMsg::Cancel(c) => {
+                        tracing::warn!(job = c.job_id, "cancel is not supported yet")
+                    }
+                    CoordMsg::Welcome(_) => {}
+                },
+                Ok(Some(_)) => {}
+                Ok(None) => {
+                    if assign_txs.is_empty() {
+                        return Ok(());
+                    }
+                    stop.cancel();
+                    bail!("the coordinator closed the connection");
+                }
+                Err(status) => {
+                    stop.cancel();
+                    bail!("lost the coordinator: {}", status.message());
+                }
+            }
+        }
+    };
+    let heartbeats = async {
+        let mut tick = tokio::time::interval(heartbeat_every);
+        loop {
+            tick.tick().await;
+            let ids = running.lock().unwrap().iter().copied().collect();
+            let beat = msg(AgentMsg::Heartbeat(pb::Heartbeat {
+                running_job_ids: ids,
+            }));
+            if tx.send(beat).await.is_err() {
+                break;
+            }
+        }
+    };
+    let slots_done = futures::future::join_all(slot_loops);
+    tokio::pin!(router, slots_done);
+    let routed = tokio::select! {
+        _ = &mut slots_done => Ok(()),
+        r = &mut router => {
+            // Drained: let the running jobs finish. Otherwise they were stopped.
+            slots_done.await;
+            r
+        }
+        () = heartbeats => Ok(()),
+    };
+    routed
+}
+
+async fn connect(
+    url: &str,
+) -> Result<pb::coordinator_client::CoordinatorClient<tonic::transport::Channel>> {
+    let endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())
+        .with_context(|| format!("invalid coordinator address {url}"))?
+        .connect_timeout(Duration::from_secs(10))
+        .http2_keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_while_idle(true);
+    let channel = (|| endpoint.connect())
+        .retry(
+            ConstantBuilder::default()
+                .with_delay(Duration::from_millis(500))
+                .with_max_times(20),
+        )
+        .notify(|e, _| tracing::debug!("coordinator not reachable yet: {e}"))
+        .await
+        .with_context(|| format!("cannot reach the coordinator at {url}"))?;
+    Ok(pb::coordinator_client::CoordinatorClient::new(channel)
+        .max_decoding_message_size(crater_proto::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(crater_proto::MAX_MESSAGE_BYTES))
+}
+
+struct SlotContext {
+    tx: mpsc::Sender<pb::AgentMessage>,
+    downloader: Downloader,
+    running: Arc<Mutex<BTreeSet<u64>>>,
+    stop: CancellationToken,
+    host_target: String,
+}
+
+async fn slot_loop(slot: &mut Slot, mut assigns: mpsc::Receiver<pb::Assign>, ctx: SlotContext) {
+    loop {
+        let want = msg(AgentMsg::WantWork(pb::WantWork { slot: slot.index }));
+        if ctx.tx.send(want).await.is_err() {
+            return;
+        }
+        let assign = tokio::select! {
+            a = assigns.recv() => match a {
+                Some(a) => a,
+                None => return, // drained
+            },
+            () = ctx.stop.cancelled() => return,
+        };
+        ctx.running.lock().unwrap().insert(assign.job_id);
+        let job_id = assign.job_id;
+        tokio::select! {
+            done = run_assigned(slot, assign, &ctx) => {
+                if ctx.tx.send(msg(AgentMsg::JobDone(done))).await.is_err() {
+                    return;
+                }
+            }
+            () = ctx.stop.cancelled() => return,
+        }
+        ctx.running.lock().unwrap().remove(&job_id);
+    }
+}
+
+async fn run_assigned(slot: &mut Slot, assign: pb::Assign, ctx: &SlotContext) -> pb::JobDone {
+    let started = Instant::now();
+    let mut log = JobLog {
+        tx: ctx.tx.clone(),
+        job_id: assign.job_id,
+        attempt: assign.attempt,
+        offset: 0,
+        sha: Sha256::new(),
+    };
+    let mut done = pb::JobDone {
+        job_id: assign.job_id,
+        attempt: assign.attempt,
+        slot: slot.index,
+        ..Default::default()
+    };
+    let krate = assign.krate.unwrap_or_default();
+    tracing::info!(
+        slot = slot.index,
+        "{} {} ({})",
+        krate.name,
+        krate.version,
+        assign.tool
+    );
+    let archive = match krate.source {
+        Some(pb::crate_spec::Source::RegistryChecksum(checksum)) => ctx
+            .downloader
+            .download(&krate.name, &krate.version, &checksum)
+            .await
+            .map_err(|e| e.to_string()),
+        Some(pb::crate_spec::Source::LocalArchive(archive)) => Ok(archive.into()),
+        None => Err("the coordinator sent no crate source".to_owned()),
+    };
+    match archive {
+        Err(e) => {
+            log.banner(&format!("could not get the crate: {e}")).await;
+            done.harness_error = e;
+        }
+        Ok(archive) => {
+            let target = if assign.target.is_empty() {
+                &ctx.host_target
+            } else {
+                &assign.target
+            };
+            let job = Job {
+                tool: &assign.tool,
+                target,
+                timeout: Duration::from_secs(assign.limits.map_or(3600, |l| l.timeout_secs)),
+                archive: &archive,
+            };
+            for try_no in 1..=MAX_TRIES {
+                done.tries = try_no;
+                match slot.run_job(&job, &mut log).await {
+                    Ok(end) => {
+                        done.failed_step = end.failed_step.unwrap_or_default();
+                        done.exit_code = end.exit_code;
+                        done.timed_out = end.timed_out;
+                        break;
+                    }
+                    Err(e @ (JobError::ContainerLost(_) | JobError::Docker(_)))
+                        if try_no < MAX_TRIES =>
+                    {
+                        let again = try_no + 1;
+                        log.banner(&format!("{e}; running the job again in a new container (try {again} of {MAX_TRIES})")).await;
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                    Err(e @ JobError::Backstop(_)) => {
+                        log.banner(&e.to_string()).await;
+                        done.timed_out = true;
+                        break;
+                    }
+                    Err(e) => {
+                        log.banner(&e.to_string()).await;
+                        done.harness_error = e.to_string();
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    done.duration_ms = started.elapsed().as_millis() as u64;
+    done.log_bytes = log.offset;
+    done.log_sha256 = hex::encode(log.sha.finalize());
+    done
+}
+
+/// A job's log on its way to the coordinator.
+struct JobLog {
+    tx: mpsc::Sender<pb::AgentMessage>,
+    job_id: u64,
+    attempt: u32,
+    offset: u64,
+    sha: Sha256,
+}
+
+impl JobLog {
+    /// A line from the harness itself, set apart from the crate's output.
+    async fn banner(&mut self, text: &str) {
+        tracing::warn!(job = self.job_id, "{text}");
+        let line = format!("\r\n\x1b[1;31m[crater-at-home] {text}\x1b[0m\r\n");
+        self.write(line.into_bytes()).await;
+    }
+}
+
+impl LogSink for JobLog {
+    async fn write(&mut self, bytes: Vec<u8>) {
+        self.sha.update(&bytes);
+        let offset = self.offset;
+        self.offset += bytes.len() as u64;
+        let chunk = pb::LogChunk {
+            job_id: self.job_id,
+            attempt: self.attempt,
+            offset,
+            data: bytes,
+        };
+        // A closed channel means the session is ending; the job's result goes nowhere anyway.
+        let _ = self.tx.send(msg(AgentMsg::LogChunk(chunk))).await;
+    }
+}
+
+fn msg(m: AgentMsg) -> pb::AgentMessage {
+    pb::AgentMessage { msg: Some(m) }
+}
+
+/// Proxy settings of the agent's own environment, passed on so cargo in the container uses them.
+fn proxy_env() -> Vec<String> {
+    [
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "NO_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "no_proxy",
+    ]
+    .iter()
+    .filter_map(|k| std::env::var(k).ok().map(|v| format!("{k}={v}")))
+    .collect()
+}

@@ -1,0 +1,390 @@
+//! One slot: a long-lived container pinned to one CPU, and the job protocol over its stdin/stdout.
+//!
+//! The container is created once and reused for job after job (the worker loop empties /build
+//! between them), because starting a container per crate costs more than many small crates take
+//! to check. It is locked down as ARCHITECTURE.md says: read-only root, writable /build (an
+//! anonymous volume) and tmpfs /tmp and cargo home, no capabilities, no new privileges, a pids
+//! limit, memory without swap, no Docker log (output only goes to us, so gigabytes of it never
+//! fill the engine's disk). A container that dies or stops answering is thrown away; the next job
+//! gets a new one.
+
+use crate::docker;
+use crate::end_marker::{EndLine, EndScanner};
+use crate::toolchain::{MOUNT_POINT, Toolchain};
+use bollard::Docker;
+use bollard::container::LogOutput;
+use bollard::models::{ContainerCreateBody, HostConfig, HostConfigLogConfig};
+use bollard::query_parameters::{AttachContainerOptionsBuilder, CreateContainerOptionsBuilder};
+use futures::{FutureExt, Stream, StreamExt};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+
+/// The unprivileged user the worker image runs as (`crater`, made by the image build).
+pub const CONTAINER_UID: u32 = 1000;
+
+/// Log pieces are gathered up to this size before they are handed on, so a chatty build is not
+/// one message per line.
+const MAX_PIECE: usize = 64 * 1024;
+
+/// Where the host's CA bundle is mounted; the worker loop points cargo at it.
+const CA_MOUNT: &str = "/etc/crater/ca-certificates.crt";
+
+/// What every slot container of an agent shares.
+#[derive(Debug, Clone)]
+pub struct SlotConfig {
+    pub image: String,
+    pub toolchain: Toolchain,
+    /// The host's CA bundle, so a TLS-inspecting proxy is trusted inside (None: the image's own).
+    pub ca_bundle: Option<PathBuf>,
+    pub memory_bytes: u64,
+    pub pids_limit: i64,
+    /// Extra `KEY=value` environment (proxy settings).
+    pub env: Vec<String>,
+}
+
+/// A job as the container sees it.
+pub struct Job<'a> {
+    pub tool: &'a str,
+    pub target: &'a str,
+    pub timeout: Duration,
+    /// A gzip'd tar whose one top directory is the crate.
+    pub archive: &'a [u8],
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    /// The container died or its stream broke in the middle of the job.
+    #[error("the container was lost: {0}")]
+    ContainerLost(String),
+    /// No end line came long after the job's own limits should have ended it.
+    #[error(
+        "the job did not end within {0:?}, long past its time limit; its container was removed"
+    )]
+    Backstop(Duration),
+    /// Docker would not give us a container.
+    #[error("could not start a container: {0:#}")]
+    Docker(anyhow::Error),
+    /// The worker loop said something that is not the protocol.
+    #[error("{0}")]
+    Protocol(String),
+}
+
+/// Where a job's log goes while it runs.
+pub trait LogSink {
+    fn write(&mut self, bytes: Vec<u8>) -> impl std::future::Future<Output = ()> + Send;
+}
+
+type Output = Pin<Box<dyn Stream<Item = Result<LogOutput, bollard::errors::Error>> + Send>>;
+
+struct Container {
+    id: String,
+    input: Pin<Box<dyn AsyncWrite + Send>>,
+    output: Output,
+}
+
+pub struct Slot {
+    pub index: u32,
+    pub cpu: u32,
+    docker: Docker,
+    config: Arc<SlotConfig>,
+    container: Option<Container>,
+    generation: u32,
+}
+
+impl Slot {
+    pub fn new(index: u32, cpu: u32, docker: Docker, config: Arc<SlotConfig>) -> Slot {
+        Slot {
+            index,
+            cpu,
+            docker,
+            config,
+            container: None,
+            generation: 0,
+        }
+    }
+
+    pub fn container_id(&self) -> Option<&str> {
+        self.container.as_ref().map(|c| c.id.as_str())
+    }
+
+    /// Starts the slot's container unless it has a live one.
+    pub async fn ensure_container(&mut self) -> anyhow::Result<()> {
+        if self.container.is_none() {
+            self.container = Some(self.start_container().await?);
+        }
+        Ok(())
+    }
+
+    async fn start_container(&mut self) -> anyhow::Result<Container> {
+        self.generation += 1;
+        let name = format!(
+            "crater-slot{}-{}-{}",
+            self.index,
+            std::process::id(),
+            self.generation
+        );
+        let body = self.container_body();
+        let options = CreateContainerOptionsBuilder::default().name(&name).build();
+        let id = self.docker.create_container(Some(options), body).await?.id;
+        // Attach before start, so not a byte of output is missed.
+        let attach = AttachContainerOptionsBuilder::default()
+            .stdin(true)
+            .stdout(true)
+            .stderr(true)
+            .stream(true)
+            .build();
+        let attached = match self.docker.attach_container(&id, Some(attach)).await {
+            Ok(attached) => attached,
+            Err(e) => {
+                docker::remove(&self.docker, &id).await;
+                return Err(e.into());
+            }
+        };
+        if let Err(e) = self.docker.start_container(&id, None).await {
+            docker::remove(&self.docker, &id).await;
+            return Err(e.into());
+        }
+        tracing::debug!(slot = self.index, cpu = self.cpu, container = %id, "container started");
+        Ok(Container {
+            id,
+            input: attached.input,
+            output: attached.output,
+        })
+    }
+
+    fn container_body(&self) -> ContainerCreateBody {
+        let config = &self.config;
+        let mut binds = vec![format!(
+            "{}:{MOUNT_POINT}:ro",
+            config.toolchain.sysroot.display()
+        )];
+        if let Some(ca) = &config.ca_bundle {
+            binds.push(format!("{}:{CA_MOUNT}:ro", ca.display()));
+        }
+        let memory = i64::try_from(config.memory_bytes).unwrap_or(i64::MAX);
+        let mut labels = docker::owner_labels();
+        labels.insert(
+            "org.crater-at-home.slot-index".into(),
+            self.index.to_string(),
+        );
+        let mut env = vec![format!("CRATER_SLOT={}", self.index)];
+        env.extend(config.env.iter().cloned());
+        ContainerCreateBody {
+            image: Some(config.image.clone()),
+            env: Some(env),
+            labels: Some(labels),
+            attach_stdin: Some(true),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            open_stdin: Some(true),
+            stdin_once: Some(false),
+            tty: Some(false),
+            volumes: Some(vec!["/build".to_owned()]),
+            host_config: Some(HostConfig {
+                cpuset_cpus: Some(self.cpu.to_string()),
+                memory: Some(memory),
+                memory_swap: Some(memory), // equal to memory: no swap
+                pids_limit: Some(config.pids_limit),
+                readonly_rootfs: Some(true),
+                cap_drop: Some(vec!["ALL".to_owned()]),
+                security_opt: Some(vec!["no-new-privileges".to_owned()]),
+                tmpfs: Some(HashMap::from([
+                    (
+                        "/tmp".to_owned(),
+                        "rw,exec,nosuid,nodev,mode=1777".to_owned(),
+                    ),
+                    (
+                        "/cargo".to_owned(),
+                        format!("rw,exec,nosuid,nodev,uid={CONTAINER_UID},gid={CONTAINER_UID}"),
+                    ),
+                ])),
+                binds: Some(binds),
+                log_config: Some(HostConfigLogConfig {
+                    typ: Some("none".to_owned()),
+                    config: None,
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// Runs one job in the slot's container, streaming its log into `log`.
+    ///
+    /// On any error but [`JobError::Docker`] the container has been removed; the caller decides
+    /// whether to run the job again in a new one.
+    pub async fn run_job(
+        &mut self,
+        job: &Job<'_>,
+        log: &mut impl LogSink,
+    ) -> Result<EndLine, JobError> {
+        self.ensure_container().await.map_err(JobError::Docker)?;
+        let nonce = hex::encode(rand::random::<[u8; 16]>());
+        let backstop = job.timeout * 4 + Duration::from_secs(120);
+        let result = tokio::time::timeout(backstop, self.exchange(&nonce, job, log)).await;
+        match result {
+            Ok(Ok(end)) => Ok(end),
+            Ok(Err(e)) => {
+                let why = self.discard_container().await;
+                Err(match e {
+                    JobError::ContainerLost(msg) => JobError::ContainerLost(format!("{msg}{why}")),
+                    e => e,
+                })
+            }
+            Err(_) => {
+                self.discard_container().await;
+                Err(JobError::Backstop(backstop))
+            }
+        }
+    }
+
+    async fn exchange(
+        &mut self,
+        nonce: &str,
+        job: &Job<'_>,
+        log: &mut impl LogSink,
+    ) -> Result<EndLine, JobError> {
+        let container = self.container.as_mut().expect("ensured");
+        let header = format!(
+            "job {nonce} {} {} {} {}\n",
+            job.tool,
+            job.target,
+            job.timeout.as_secs().max(1),
+            job.archive.len()
+        );
+        let lost = |e: std::io::Error| JobError::ContainerLost(format!("writing the job: {e}"));
+        container
+            .input
+            .write_all(header.as_bytes())
+            .await
+            .map_err(lost)?;
+        container.input.write_all(job.archive).await.map_err(lost)?;
+        container.input.flush().await.map_err(lost)?;
+
+        let mut scanner = EndScanner::new(nonce);
+        loop {
+            let piece = match next_piece(&mut container.output).await {
+                Ok(Some(piece)) => piece,
+                Ok(None) => {
+                    let rest = scanner.into_remainder();
+                    if !rest.is_empty() {
+                        log.write(rest).await;
+                    }
+                    return Err(JobError::ContainerLost("its output ended".into()));
+                }
+                Err(e) => return Err(JobError::ContainerLost(e.to_string())),
+            };
+            let scanned = scanner.feed(&piece);
+            if !scanned.log.is_empty() {
+                log.write(scanned.log).await;
+            }
+            if let Some(end) = scanned.end {
+                return end.map_err(JobError::Protocol);
+            }
+        }
+    }
+
+    /// Removes the container and says how it ended, for the log.
+    async fn discard_container(&mut self) -> String {
+        let Some(container) = self.container.take() else {
+            return String::new();
+        };
+        let why = match self.docker.inspect_container(&container.id, None).await {
+            Ok(info) => info
+                .state
+                .map(|s| {
+                    format!(
+                        " (container {}: running {}, exit code {}, OOM-killed {})",
+                        &container.id[..12.min(container.id.len())],
+                        s.running.unwrap_or(false),
+                        s.exit_code.unwrap_or(-1),
+                        s.oom_killed.unwrap_or(false)
+                    )
+                })
+                .unwrap_or_default(),
+            Err(_) => " (the container is gone)".to_owned(),
+        };
+        docker::remove(&self.docker, &container.id).await;
+        why
+    }
+
+    /// Removes the slot's container, if any.
+    pub async fn shutdown(&mut self) {
+        if let Some(container) = self.container.take() {
+            docker::remove(&self.docker, &container.id).await;
+        }
+    }
+}
+
+/// The next output, with whatever more is already waiting appended (up to [`MAX_PIECE`]).
+async fn next_piece(output: &mut Output) -> Result<Option<Vec<u8>>, bollard::errors::Error> {
+    let Some(first) = output.next().await else {
+        return Ok(None);
+    };
+    let mut piece = Vec::from(payload(first?).as_ref());
+    while piece.len() < MAX_PIECE {
+        match output.next().now_or_never() {
+            Some(Some(more)) => piece.extend_from_slice(&payload(more?)),
+            _ => break,
+        }
+    }
+    Ok(Some(piece))
+}
+
+fn payload(output: LogOutput) -> bytes::Bytes {
+    match output {
+        LogOutput::StdOut { message }
+        | LogOutput::StdErr { message }
+        | LogOutput::Console { message } => message,
+        LogOutput::StdIn { .. } => bytes::Bytes::new(),
+    }
+}
+
+/// The CPUs this process may run on, from the kernel's view of its affinity.
+pub fn allowed_cpus() -> Vec<u32> {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let list = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .unwrap_or("");
+    let cpus = parse_cpu_list(list.trim());
+    if cpus.is_empty() {
+        let n = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+        (0..n).collect()
+    } else {
+        cpus
+    }
+}
+
+/// Parses the kernel's CPU list format: `0-3,8,10-11`.
+fn parse_cpu_list(list: &str) -> Vec<u32> {
+    let mut cpus = Vec::new();
+    for part in list.split(',').filter(|p| !p.is_empty()) {
+        match part.split_once('-') {
+            Some((a, b)) => {
+                if let (Ok(a), Ok(b)) = (a.parse::<u32>(), b.parse::<u32>()) {
+                    cpus.extend(a..=b);
+                }
+            }
+            None => cpus.extend(part.parse::<u32>().ok()),
+        }
+    }
+    cpus
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_lists() {
+        assert_eq!(parse_cpu_list("0-3,8,10-11"), vec![0, 1, 2, 3, 8, 10, 11]);
+        assert_eq!(parse_cpu_list("1"), vec![1]);
+        assert!(parse_cpu_list("").is_empty());
+        assert!(!allowed_cpus().is_empty());
+    }
+}

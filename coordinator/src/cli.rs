@@ -1,0 +1,154 @@
+//! The `crater-at-home` command line.
+
+use clap::{Args, Parser, Subcommand};
+use crater_proto::tool::Tool;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Builds, checks or tests crates from crates.io (or local directories) in locked-down Docker
+/// containers, one pinned container per CPU, and keeps every log: raw, rendered HTML, and a JSON
+/// verdict per crate.
+#[derive(Parser, Debug)]
+#[command(name = "crater-at-home", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run crates on this machine: a coordinator and a local agent in one process.
+    ///
+    /// Exits 0 when every selected crate got a result (whatever the crates' verdicts), 1 when the
+    /// harness itself failed, 2 when some input entries were refused (the rest still ran), 130
+    /// when interrupted (run the same command again to finish the rest).
+    Run(RunArgs),
+    /// Serve a coordinator for agents on other machines or processes (`crater-agent`).
+    Serve(ServeArgs),
+    /// Show what a running coordinator is doing.
+    Status(StatusArgs),
+    /// Manage the worker image.
+    #[command(subcommand)]
+    Image(ImageCommand),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct SelectArgs {
+    /// What to run: check (cargo check), build (cargo test --no-run, optimised), test (cargo test).
+    #[arg(long, default_value = "check")]
+    pub tool: Tool,
+    /// A crate from crates.io: `name` (newest non-yanked version) or `name@version`. Repeatable.
+    #[arg(long = "crate", value_name = "NAME[@VERSION]")]
+    pub crates: Vec<String>,
+    /// A file with one `name`, `name@version` or `name/version` a line (`#` comments). Repeatable.
+    #[arg(long, value_name = "FILE")]
+    pub crate_list: Vec<PathBuf>,
+    /// A crate in a local directory (its Cargo.toml names it). Repeatable.
+    #[arg(long, value_name = "DIR")]
+    pub local_crate: Vec<PathBuf>,
+    /// Where results go: {tool}/raw, {tool}/logs and {tool}/results under it.
+    #[arg(long, default_value = "crater-results")]
+    pub out: PathBuf,
+    /// Run crates that already have a result in the output directory again.
+    #[arg(long)]
+    pub rerun: bool,
+    /// Wall-clock limit for each command a job runs (e.g. 3600, 90s, 20m, 1h).
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// The registry index to resolve crates against.
+    #[arg(long, default_value = crate::index::DEFAULT_INDEX_URL, hide = true)]
+    pub index_url: String,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct AgentArgs {
+    /// How many containers (crates at a time); container i is pinned to CPU i. Default: one per
+    /// CPU.
+    #[arg(long)]
+    pub slots: Option<u32>,
+    /// Memory limit of each container in GiB (swap off).
+    #[arg(long, default_value_t = 8)]
+    pub memory_gb: u64,
+    /// Process limit of each container.
+    #[arg(long, default_value_t = 4096)]
+    pub pids_limit: i64,
+    /// A worker image to use instead of the registry-free one this program builds.
+    #[arg(long)]
+    pub image: Option<String>,
+    /// The Rust toolchain (a sysroot) mounted read-only into the containers. Default: the host's
+    /// nightly, else its default toolchain.
+    #[arg(long)]
+    pub toolchain: Option<PathBuf>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub select: SelectArgs,
+    #[command(flatten)]
+    pub agent: AgentArgs,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub select: SelectArgs,
+    /// The address agents and `status` connect to. Loopback only until TLS is in place.
+    #[arg(long, default_value = "127.0.0.1:7878")]
+    pub listen: std::net::SocketAddr,
+    /// Exit once every crate has a result (after draining the agents), instead of serving on.
+    #[arg(long)]
+    pub exit_when_done: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct StatusArgs {
+    /// The coordinator's address.
+    #[arg(long, default_value = "http://127.0.0.1:7878")]
+    pub coordinator: String,
+    /// Print JSON for scripts instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Refresh every two seconds until interrupted.
+    #[arg(long, conflicts_with = "json")]
+    pub watch: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ImageCommand {
+    /// Build the registry-free worker image (debootstrap + docker import), if it is missing.
+    Build {
+        /// Rebuild it even if it exists.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Print the worker image's tag.
+    Tag,
+}
+
+/// Seconds (`3600`) or a human duration (`90s`, `20m`, `1h`).
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    if let Ok(secs) = s.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    humantime::parse_duration(s).map_err(|e| format!("`{s}`: {e} (try 3600, 90s, 20m or 1h)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("3600"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert!(parse_duration("soon").is_err());
+    }
+}

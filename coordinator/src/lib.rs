@@ -1,0 +1,27 @@
+//! The crater-at-home coordinator: chooses the crates, hands them out to agents one at a time
+//! over gRPC, and stores every result.
+//!
+//! # Layout
+//! - [`cli`]: the command line.
+//! - [`run`]: `run` (coordinator + local agent) and `serve` (coordinator alone), clean stop.
+//! - [`select`], [`index`], [`local_crate`]: from user input to jobs (crates.io versions and
+//!   checksums; local directories packed like .crate files).
+//! - [`queue`]: the job queue and leases (pure bookkeeping, unit-tested).
+//! - [`server`]: the gRPC service: agent streams, log spooling, publishing results.
+//! - [`verdict`]: the facts an agent reports, judged into a verdict.
+//! - [`store`]: the result store (local directory; the seed's layout) and the JSON record.
+//! - [`render`]: a raw terminal log as an HTML page.
+//! - [`progress`], [`status`]: what people see: progress, summary, `status`.
+
+pub mod cli;
+pub mod index;
+pub mod local_crate;
+pub mod progress;
+pub mod queue;
+pub mod render;
+pub mod run;
+pub mod select;
+pub mod server;
+pub mod status;
+pub mod store;
+pub mod verdict;

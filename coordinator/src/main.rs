@@ -1,0 +1,42 @@
+//! `crater-at-home`: see `crater-at-home --help`.
+
+use clap::Parser;
+use crater_coordinator::cli::{Cli, Command, ImageCommand};
+use crater_coordinator::{run, status};
+use std::process::ExitCode;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(args) => run::run(args).await,
+        Command::Serve(args) => run::serve(args).await,
+        Command::Status(args) => status::status(args).await,
+        Command::Image(command) => image(command).await,
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(run::exit::HARNESS_FAILED)
+        }
+    }
+}
+
+async fn image(command: ImageCommand) -> anyhow::Result<u8> {
+    match command {
+        ImageCommand::Build { force } => {
+            let docker = crater_agent::docker::connect().await?;
+            let tag = crater_agent::image::ensure_local_image(&docker, force).await?;
+            println!("{tag}");
+        }
+        ImageCommand::Tag => println!("{}", crater_agent::image::local_image_tags().1),
+    }
+    Ok(0)
+}

@@ -1,0 +1,352 @@
+//! The job queue and its leases: which crate runs where, and which result counts.
+//!
+//! Jobs are handed out one at a time, to one free slot each. A job is leased to (connection,
+//! slot, attempt); only a `JobDone` that matches the current lease finishes it, so a late answer
+//! from an earlier attempt is ignored and a result is published at most once. When a connection
+//! goes away its jobs go back to the *front* of the queue with the attempt raised. This module is
+//! pure bookkeeping (no I/O, no clocks but `Instant`), so the rules are unit-tested directly.
+
+use bytes::Bytes;
+use crater_proto::tool::Tool;
+use crater_proto::verdict::Verdict;
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::time::Instant;
+
+pub type JobId = u64;
+/// One agent's `Work` stream.
+pub type ConnId = u64;
+
+#[derive(Debug, Clone)]
+pub enum JobSource {
+    /// From crates.io; the checksum is the index's SHA-256 of the .crate.
+    Registry { checksum: String },
+    /// A directory on the coordinator's disk, packed as a gzip'd tar.
+    Local { path: PathBuf, archive: Bytes },
+}
+
+#[derive(Debug, Clone)]
+pub struct JobSpec {
+    pub name: String,
+    pub version: String,
+    pub source: JobSource,
+    pub tool: Tool,
+    /// Empty: the agent's host target.
+    pub target: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub conn: ConnId,
+    pub slot: u32,
+    pub attempt: u32,
+    pub since: Instant,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobState {
+    Queued,
+    Leased(Lease),
+    /// Its result is being stored.
+    Finishing,
+    Done(Verdict),
+}
+
+#[derive(Debug)]
+pub struct JobEntry {
+    pub spec: JobSpec,
+    /// The attempt the next lease gets (1 for the first).
+    pub attempt: u32,
+    pub state: JobState,
+}
+
+/// A job handed to a slot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Assignment {
+    pub conn: ConnId,
+    pub slot: u32,
+    pub job: JobId,
+    pub attempt: u32,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Counts {
+    pub queued: u64,
+    pub running: u64,
+    pub finished: u64,
+    pub total: u64,
+}
+
+#[derive(Debug, Default)]
+pub struct Queue {
+    jobs: Vec<JobEntry>,
+    pending: VecDeque<JobId>,
+    /// Free slots with no job yet, in the order they asked.
+    waiting: VecDeque<(ConnId, u32)>,
+}
+
+impl Queue {
+    pub fn push(&mut self, spec: JobSpec) -> JobId {
+        let id = self.jobs.len() as JobId;
+        self.jobs.push(JobEntry {
+            spec,
+            attempt: 1,
+            state: JobState::Queued,
+        });
+        self.pending.push_back(id);
+        id
+    }
+
+    pub fn job(&self, id: JobId) -> Option<&JobEntry> {
+        self.jobs.get(id as usize)
+    }
+
+    /// A slot is free. Returns its job, or remembers the slot until one is queued.
+    pub fn want_work(
+        &mut self,
+        conn: ConnId,
+        slot: u32,
+        can_run: impl Fn(&JobSpec) -> bool,
+    ) -> Option<Assignment> {
+        let found = self
+            .pending
+            .iter()
+            .position(|&id| can_run(&self.jobs[id as usize].spec));
+        match found {
+            Some(pos) => {
+                let id = self.pending.remove(pos).expect("position is in range");
+                Some(self.lease(id, conn, slot))
+            }
+            None => {
+                if !self.waiting.contains(&(conn, slot)) {
+                    self.waiting.push_back((conn, slot));
+                }
+                None
+            }
+        }
+    }
+
+    fn lease(&mut self, id: JobId, conn: ConnId, slot: u32) -> Assignment {
+        let job = &mut self.jobs[id as usize];
+        let attempt = job.attempt;
+        job.attempt += 1;
+        job.state = JobState::Leased(Lease {
+            conn,
+            slot,
+            attempt,
+            since: Instant::now(),
+        });
+        Assignment {
+            conn,
+            slot,
+            job: id,
+            attempt,
+        }
+    }
+
+    /// Hands queued jobs to waiting slots (after jobs were requeued).
+    pub fn assign_waiting(
+        &mut self,
+        can_run: impl Fn(ConnId, &JobSpec) -> bool,
+    ) -> Vec<Assignment> {
+        let mut out = Vec::new();
+        let mut still_waiting = VecDeque::new();
+        while let Some((conn, slot)) = self.waiting.pop_front() {
+            let found = self
+                .pending
+                .iter()
+                .position(|&id| can_run(conn, &self.jobs[id as usize].spec));
+            match found {
+                Some(pos) => {
+                    let id = self.pending.remove(pos).expect("position is in range");
+                    out.push(self.lease(id, conn, slot));
+                }
+                None => still_waiting.push_back((conn, slot)),
+            }
+        }
+        self.waiting = still_waiting;
+        out
+    }
+
+    /// Whether `job` is leased to exactly this connection and attempt.
+    pub fn holds_lease(&self, job: JobId, conn: ConnId, attempt: u32) -> bool {
+        matches!(self.job(job), Some(JobEntry { state: JobState::Leased(l), .. })
+            if l.conn == conn && l.attempt == attempt)
+    }
+
+    /// A `JobDone` arrived. True if it is the current lease's, which moves the job to
+    /// `Finishing`; false for a stale or unknown one, which changes nothing.
+    pub fn begin_finish(&mut self, job: JobId, conn: ConnId, attempt: u32) -> bool {
+        if !self.holds_lease(job, conn, attempt) {
+            return false;
+        }
+        self.jobs[job as usize].state = JobState::Finishing;
+        true
+    }
+
+    /// The job's result is stored (or, for `Verdict::Error` from a failed store, given up on).
+    pub fn mark_done(&mut self, job: JobId, verdict: Verdict) {
+        if let Some(entry) = self.jobs.get_mut(job as usize) {
+            entry.state = JobState::Done(verdict);
+        }
+    }
+
+    /// A connection is gone: its leased jobs go back to the front of the queue (in their order),
+    /// and its waiting slots are forgotten. Returns the requeued jobs.
+    pub fn drop_connection(&mut self, conn: ConnId) -> Vec<JobId> {
+        self.waiting.retain(|&(c, _)| c != conn);
+        let mut requeued: Vec<JobId> = self
+            .jobs
+            .iter()
+            .enumerate()
+            .filter(|(_, j)| matches!(&j.state, JobState::Leased(l) if l.conn == conn))
+            .map(|(id, _)| id as JobId)
+            .collect();
+        requeued.sort_by_key(|&id| std::cmp::Reverse(id));
+        for &id in &requeued {
+            self.jobs[id as usize].state = JobState::Queued;
+            self.pending.push_front(id);
+        }
+        requeued.reverse();
+        requeued
+    }
+
+    pub fn running(&self) -> impl Iterator<Item = (JobId, &JobSpec, &Lease)> {
+        self.jobs
+            .iter()
+            .enumerate()
+            .filter_map(|(id, j)| match &j.state {
+                JobState::Leased(l) => Some((id as JobId, &j.spec, l)),
+                _ => None,
+            })
+    }
+
+    pub fn counts(&self) -> Counts {
+        let mut counts = Counts {
+            total: self.jobs.len() as u64,
+            ..Counts::default()
+        };
+        for job in &self.jobs {
+            match job.state {
+                JobState::Queued => counts.queued += 1,
+                JobState::Leased(_) | JobState::Finishing => counts.running += 1,
+                JobState::Done(_) => counts.finished += 1,
+            }
+        }
+        counts
+    }
+
+    pub fn is_complete(&self) -> bool {
+        self.jobs
+            .iter()
+            .all(|j| matches!(j.state, JobState::Done(_)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(name: &str) -> JobSpec {
+        JobSpec {
+            name: name.into(),
+            version: "1.0.0".into(),
+            source: JobSource::Registry {
+                checksum: "00".into(),
+            },
+            tool: Tool::Check,
+            target: String::new(),
+        }
+    }
+
+    fn any(_: &JobSpec) -> bool {
+        true
+    }
+
+    #[test]
+    fn hands_out_one_job_per_free_slot_in_order() {
+        let mut q = Queue::default();
+        let a = q.push(spec("a"));
+        let b = q.push(spec("b"));
+        let first = q.want_work(1, 0, any).unwrap();
+        let second = q.want_work(1, 1, any).unwrap();
+        assert_eq!((first.job, first.slot, first.attempt), (a, 0, 1));
+        assert_eq!((second.job, second.slot), (b, 1));
+        assert_eq!(q.want_work(2, 0, any), None, "nothing left: the slot waits");
+        assert_eq!(
+            q.counts(),
+            Counts {
+                queued: 0,
+                running: 2,
+                finished: 0,
+                total: 2
+            }
+        );
+    }
+
+    #[test]
+    fn only_the_current_lease_finishes_a_job_and_only_once() {
+        let mut q = Queue::default();
+        let a = q.push(spec("a"));
+        let lease = q.want_work(1, 0, any).unwrap();
+        assert!(!q.begin_finish(a, 2, lease.attempt), "another connection");
+        assert!(!q.begin_finish(a, 1, lease.attempt + 1), "another attempt");
+        assert!(q.begin_finish(a, 1, lease.attempt));
+        assert!(!q.begin_finish(a, 1, lease.attempt), "a duplicate JobDone");
+        q.mark_done(a, Verdict::Pass);
+        assert!(q.is_complete());
+    }
+
+    #[test]
+    fn a_lost_connection_requeues_its_jobs_at_the_front_with_a_new_attempt() {
+        let mut q = Queue::default();
+        let a = q.push(spec("a"));
+        let b = q.push(spec("b"));
+        let c = q.push(spec("c"));
+        q.want_work(1, 0, any).unwrap(); // a on conn 1
+        q.want_work(2, 0, any).unwrap(); // b on conn 2
+        q.want_work(1, 1, any).unwrap(); // c on conn 1
+        assert_eq!(q.drop_connection(1), vec![a, c]);
+        // The late answer of the dead attempt is ignored.
+        assert!(!q.begin_finish(a, 1, 1));
+        let again = q.want_work(2, 1, any).unwrap();
+        assert_eq!((again.job, again.attempt), (a, 2));
+        let next = q.want_work(3, 0, any).unwrap();
+        assert_eq!(next.job, c);
+        assert!(q.holds_lease(b, 2, 1));
+    }
+
+    #[test]
+    fn waiting_slots_get_requeued_jobs() {
+        let mut q = Queue::default();
+        let a = q.push(spec("a"));
+        q.want_work(1, 0, any).unwrap();
+        assert_eq!(q.want_work(2, 0, any), None);
+        assert_eq!(q.want_work(2, 0, any), None, "asking twice waits once");
+        q.drop_connection(1);
+        let handed = q.assign_waiting(|_, _| true);
+        assert_eq!(
+            handed,
+            vec![Assignment {
+                conn: 2,
+                slot: 0,
+                job: a,
+                attempt: 2
+            }]
+        );
+        assert!(q.assign_waiting(|_, _| true).is_empty());
+    }
+
+    #[test]
+    fn a_slot_only_gets_jobs_its_agent_can_run() {
+        let mut q = Queue::default();
+        let mut test_job = spec("t");
+        test_job.tool = Tool::Test;
+        let t = q.push(test_job);
+        let c = q.push(spec("c"));
+        let only_check = |s: &JobSpec| s.tool == Tool::Check;
+        assert_eq!(q.want_work(1, 0, only_check).unwrap().job, c);
+        assert_eq!(q.want_work(1, 1, only_check), None);
+        assert_eq!(q.want_work(2, 0, any).unwrap().job, t);
+    }
+}

@@ -1,0 +1,294 @@
+//! `run` and `serve`: choosing the work, starting the coordinator, and stopping cleanly.
+//!
+//! `run` is `serve` plus an agent in the same process, talking to it over real gRPC on a loopback
+//! port, so single-host mode exercises exactly the path a fleet uses. Both stop on Ctrl-C or
+//! SIGTERM: the agent removes its containers, unfinished crates simply have no result yet, and the
+//! same command run again picks up where it stopped.
+
+use crate::cli::{AgentArgs, RunArgs, SelectArgs, ServeArgs};
+use crate::index::Index;
+use crate::progress::{self, Progress};
+use crate::queue::JobSpec;
+use crate::select::{self, InputError, Inputs};
+use crate::server::{Coordinator, Event};
+use crate::store::LocalStore;
+use anyhow::{Context, Result, bail};
+use crater_agent::AgentConfig;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+
+/// How `run` ended, as its exit status.
+pub mod exit {
+    pub const OK: u8 = 0;
+    pub const HARNESS_FAILED: u8 = 1;
+    pub const INPUT_REFUSED: u8 = 2;
+    pub const INTERRUPTED: u8 = 130;
+}
+
+/// The work chosen before anything starts.
+pub struct Plan {
+    pub jobs: Vec<JobSpec>,
+    pub errors: Vec<InputError>,
+    pub already_finished: usize,
+}
+
+/// Selects crates, reports refused entries, and leaves out crates finished in the store.
+pub async fn plan(args: &SelectArgs, store: &LocalStore) -> Result<Plan> {
+    let inputs = Inputs {
+        crates: args.crates.clone(),
+        crate_lists: args.crate_list.clone(),
+        local_crates: args.local_crate.clone(),
+    };
+    if inputs.crates.is_empty() && inputs.crate_lists.is_empty() && inputs.local_crates.is_empty() {
+        bail!("nothing to run: give --crate, --crate-list or --local-crate (see --help)");
+    }
+    let index = Index::new(args.index_url.clone())?;
+    let selection = select::select(&inputs, args.tool, &index).await;
+    for error in &selection.errors {
+        eprintln!("error: {error}");
+    }
+    let mut jobs = Vec::new();
+    let mut already_finished = 0;
+    for job in selection.jobs {
+        if !args.rerun && store.result(job.tool, &job.name, &job.version)?.is_some() {
+            already_finished += 1;
+        } else {
+            jobs.push(job);
+        }
+    }
+    let mut line = format!("{} crates to run with `{}`", jobs.len(), args.tool);
+    if already_finished > 0 {
+        line.push_str(&format!(
+            ", {already_finished} already finished in {} (--rerun runs them again)",
+            store.root().display()
+        ));
+    }
+    if !selection.errors.is_empty() {
+        line.push_str(&format!(", {} entries refused", selection.errors.len()));
+    }
+    eprintln!("{line}");
+    Ok(Plan {
+        jobs,
+        errors: selection.errors,
+        already_finished,
+    })
+}
+
+pub async fn run(args: RunArgs) -> Result<u8> {
+    let store = LocalStore::open(&args.select.out)?;
+    let plan = plan(&args.select, &store).await?;
+    let input_status = if plan.errors.is_empty() {
+        exit::OK
+    } else {
+        exit::INPUT_REFUSED
+    };
+    if plan.jobs.is_empty() {
+        eprintln!("nothing to do");
+        return Ok(input_status);
+    }
+    let total = plan.jobs.len() as u64;
+    let agent_config = agent_config(&args.agent).await?;
+
+    let (coordinator, mut events) = Coordinator::new(store.clone(), args.select.timeout, plan.jobs);
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let address = listener.local_addr()?;
+    let server_stop = CancellationToken::new();
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(coordinator.service())
+            .serve_with_incoming_shutdown(
+                TcpListenerStream::new(listener),
+                server_stop.clone().cancelled_owned(),
+            ),
+    );
+
+    let stop = stop_on_signal();
+    let agent_config = AgentConfig {
+        coordinator: format!("http://{address}"),
+        ..agent_config
+    };
+    let mut agent = tokio::spawn(crater_agent::run_agent(agent_config, stop.child_token()));
+    let mut progress = Progress::new(total);
+    let mut complete = coordinator.completion();
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    let mut agent_result = None;
+    let mut interrupted = false;
+    loop {
+        tokio::select! {
+            Some(event) = events.recv() => progress.on_event(event),
+            _ = tick.tick() => progress.on_status(&coordinator.status()),
+            Ok(_) = complete.wait_for(|done| *done) => break,
+            () = stop.cancelled() => { interrupted = true; break }
+            result = &mut agent => { agent_result = Some(result); break }
+        }
+    }
+    // Results that were being stored when the loop ended still count.
+    drain_events(&mut events, &mut progress);
+    progress.finish();
+
+    if agent_result.is_none() {
+        if !interrupted {
+            coordinator.drain().await;
+        }
+        agent_result = Some(agent.await);
+    }
+    server_stop.cancel();
+    let _ = server.await;
+    drain_events(&mut events, &mut progress);
+
+    let agent_failed = match agent_result.expect("set above") {
+        Ok(Ok(())) => false,
+        Ok(Err(e)) => {
+            eprintln!("error: the agent failed: {e:#}");
+            true
+        }
+        Err(e) => {
+            eprintln!("error: the agent panicked: {e}");
+            true
+        }
+    };
+    let results_dir = store.root().join(args.select.tool.name());
+    eprint!(
+        "{}",
+        progress::summary(
+            progress.finished(),
+            progress.elapsed(),
+            &results_dir.display().to_string()
+        )
+    );
+    if interrupted {
+        eprintln!(
+            "\ninterrupted: {} of {total} crates finished; run the same command again to finish the rest",
+            progress.finished().len()
+        );
+        return Ok(exit::INTERRUPTED);
+    }
+    let finished_all = progress.finished().len() as u64 == total;
+    if agent_failed || coordinator.store_failures() > 0 || !finished_all {
+        return Ok(exit::HARNESS_FAILED);
+    }
+    Ok(input_status)
+}
+
+fn drain_events(events: &mut tokio::sync::mpsc::UnboundedReceiver<Event>, progress: &mut Progress) {
+    while let Ok(event) = events.try_recv() {
+        progress.on_event(event);
+    }
+}
+
+/// The embedded agent's settings; the worker image is made ready here, before the progress bar.
+async fn agent_config(args: &AgentArgs) -> Result<AgentConfig> {
+    let mut config = AgentConfig::new(String::new());
+    if let Some(slots) = args.slots {
+        config.slots = slots.max(1);
+    }
+    config.memory_bytes = args.memory_gb << 30;
+    config.pids_limit = args.pids_limit;
+    config.toolchain = args.toolchain.clone();
+    config.image = match &args.image {
+        Some(image) => Some(image.clone()),
+        None => {
+            let docker = crater_agent::docker::connect().await?;
+            Some(crater_agent::image::ensure_local_image(&docker, false).await?)
+        }
+    };
+    Ok(config)
+}
+
+pub async fn serve(args: ServeArgs) -> Result<u8> {
+    if !args.listen.ip().is_loopback() {
+        bail!(
+            "--listen {}: only loopback addresses are served until TLS and agent tokens are in place",
+            args.listen
+        );
+    }
+    let store = LocalStore::open(&args.select.out)?;
+    let plan = plan(&args.select, &store).await?;
+    let total = plan.jobs.len() as u64;
+    let (coordinator, mut events) = Coordinator::new(store, args.select.timeout, plan.jobs);
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    eprintln!("coordinator listening on http://{}", listener.local_addr()?);
+    let stop = stop_on_signal();
+    let server_stop = CancellationToken::new();
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(coordinator.service())
+            .serve_with_incoming_shutdown(
+                TcpListenerStream::new(listener),
+                server_stop.clone().cancelled_owned(),
+            ),
+    );
+    let mut progress = Progress::new(total);
+    let mut complete = coordinator.completion();
+    let mut interrupted = false;
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tokio::select! {
+            Some(event) = events.recv() => progress.on_event(event),
+            _ = tick.tick() => progress.on_status(&coordinator.status()),
+            Ok(_) = complete.wait_for(|done| *done), if args.exit_when_done => break,
+            () = stop.cancelled() => { interrupted = true; break }
+        }
+    }
+    drain_events(&mut events, &mut progress);
+    progress.finish();
+    // Drained agents finish and hang up; give them a moment to do so before the server goes.
+    coordinator.drain().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while coordinator.connected_agents() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    server_stop.cancel();
+    let _ = server.await;
+    eprint!(
+        "{}",
+        progress::summary(
+            progress.finished(),
+            progress.elapsed(),
+            &args
+                .select
+                .out
+                .join(args.select.tool.name())
+                .display()
+                .to_string()
+        )
+    );
+    if interrupted {
+        return Ok(exit::INTERRUPTED);
+    }
+    if coordinator.store_failures() > 0 {
+        return Ok(exit::HARNESS_FAILED);
+    }
+    Ok(if plan.errors.is_empty() {
+        exit::OK
+    } else {
+        exit::INPUT_REFUSED
+    })
+}
+
+/// Cancelled on the first Ctrl-C or SIGTERM.
+pub fn stop_on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let cancel = token.clone();
+    tokio::spawn(async move {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(e) => {
+                    tracing::error!("cannot listen for SIGTERM: {e}");
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        eprintln!("\nstopping: waiting for containers to be removed");
+        cancel.cancel();
+    });
+    token
+}

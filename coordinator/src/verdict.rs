@@ -1,0 +1,58 @@
+//! Turning the facts an agent reports about a job into its verdict.
+//!
+//! The agent says what happened (which step failed, exit status, limits hit, harness trouble);
+//! only the coordinator decides what that means, so every agent's results are judged alike.
+
+use crater_proto::pb;
+use crater_proto::verdict::Verdict;
+
+pub fn decide(done: &pb::JobDone) -> Verdict {
+    if done.timed_out {
+        // Before `error`: a job that outlived even the agent's backstop did time out.
+        Verdict::Timeout
+    } else if !done.harness_error.is_empty() {
+        Verdict::Error
+    } else if done.oom {
+        Verdict::Oom
+    } else if done.failed_step.is_empty() && done.exit_code == 0 {
+        Verdict::Pass
+    } else {
+        Verdict::for_failed_step(&done.failed_step)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn done(step: &str, exit: i32) -> pb::JobDone {
+        pb::JobDone {
+            failed_step: step.into(),
+            exit_code: exit,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn each_outcome_gets_its_verdict() {
+        assert_eq!(decide(&done("", 0)), Verdict::Pass);
+        assert_eq!(decide(&done("prepare", 101)), Verdict::PrepareFail);
+        assert_eq!(decide(&done("build", 101)), Verdict::BuildFail);
+        assert_eq!(decide(&done("test", 101)), Verdict::TestFail);
+        let timed_out = pb::JobDone {
+            timed_out: true,
+            ..done("test", 124)
+        };
+        assert_eq!(decide(&timed_out), Verdict::Timeout);
+        let oom = pb::JobDone {
+            oom: true,
+            ..done("build", 137)
+        };
+        assert_eq!(decide(&oom), Verdict::Oom);
+        let harness = pb::JobDone {
+            harness_error: "container lost".into(),
+            ..done("", 0)
+        };
+        assert_eq!(decide(&harness), Verdict::Error, "never a pass");
+    }
+}
