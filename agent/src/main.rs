@@ -2,8 +2,8 @@
 
 use anyhow::Result;
 use clap::Parser;
+use crater_agent::toolchain::ToolchainSource;
 use crater_agent::{AgentConfig, run_agent};
-use std::path::PathBuf;
 use tokio_util::sync::CancellationToken;
 
 /// Runs one pinned Docker container per slot and builds, checks or tests the crates a
@@ -33,10 +33,10 @@ struct Args {
     /// A worker image to use instead of the registry-free one built from docker/.
     #[arg(long)]
     image: Option<String>,
-    /// The Rust toolchain (a sysroot) mounted into the containers. Default: the host's nightly,
-    /// else its default toolchain.
-    #[arg(long)]
-    toolchain: Option<PathBuf>,
+    /// The containers' Rust toolchain: `host` (the host's nightly, else its default toolchain,
+    /// mounted read-only), `image` (the image's own), or the path of a sysroot to mount.
+    #[arg(long, default_value = "host")]
+    toolchain: ToolchainSource,
 }
 
 #[tokio::main]

@@ -8,7 +8,7 @@
 
 use crate::fetch::{DEFAULT_DOWNLOAD_URL, Downloader};
 use crate::slot::{Job, JobError, LogSink, Slot, SlotConfig, allowed_cpus};
-use crate::toolchain::Toolchain;
+use crate::toolchain::{Toolchain, ToolchainSource};
 use crate::{docker, image};
 use anyhow::{Context, Result, bail};
 use backon::{ConstantBuilder, Retryable};
@@ -38,8 +38,7 @@ pub struct AgentConfig {
     pub pids_limit: i64,
     /// The worker image; `None` uses the registry-free image, built when missing.
     pub image: Option<String>,
-    /// The toolchain to mount; `None` finds the host's.
-    pub toolchain: Option<PathBuf>,
+    pub toolchain: ToolchainSource,
     /// The CA bundle to give the containers; `None` leaves them the image's own.
     pub ca_bundle: Option<PathBuf>,
     pub download_url: String,
@@ -55,7 +54,7 @@ impl AgentConfig {
             memory_bytes: 8 << 30,
             pids_limit: 4096,
             image: None,
-            toolchain: None,
+            toolchain: ToolchainSource::Host,
             ca_bundle: ca.is_file().then_some(ca),
             download_url: DEFAULT_DOWNLOAD_URL.to_owned(),
         }
@@ -73,7 +72,7 @@ pub async fn run_agent(config: AgentConfig, shutdown: CancellationToken) -> Resu
         Some(image) => image.clone(),
         None => image::ensure_local_image(&docker, false).await?,
     };
-    let toolchain = Toolchain::detect(config.toolchain.clone())?;
+    let toolchain = Toolchain::detect(&config.toolchain)?;
     let slot_config = Arc::new(SlotConfig {
         image,
         toolchain: toolchain.clone(),

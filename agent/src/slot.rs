@@ -158,10 +158,9 @@ impl Slot {
 
     fn container_body(&self) -> ContainerCreateBody {
         let config = &self.config;
-        let mut binds = vec![format!(
-            "{}:{MOUNT_POINT}:ro",
-            config.toolchain.sysroot.display()
-        )];
+        let mut binds: Vec<String> = (config.toolchain.sysroot.iter())
+            .map(|sysroot| format!("{}:{MOUNT_POINT}:ro", sysroot.display()))
+            .collect();
         if let Some(ca) = &config.ca_bundle {
             binds.push(format!("{}:{CA_MOUNT}:ro", ca.display()));
         }

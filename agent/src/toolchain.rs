@@ -11,20 +11,48 @@ use std::process::Command;
 /// Where the toolchain is mounted inside every slot container (its `bin/` is on the PATH).
 pub const MOUNT_POINT: &str = "/opt/rust";
 
+/// Where the containers' toolchain comes from (`--toolchain`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ToolchainSource {
+    /// The host's nightly, else its default toolchain, mounted read-only.
+    Host,
+    /// This sysroot, mounted read-only.
+    Path(PathBuf),
+    /// The image's own (the registry Dockerfile's image has one); nothing is mounted.
+    Image,
+}
+
+impl std::str::FromStr for ToolchainSource {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "host" => ToolchainSource::Host,
+            "image" => ToolchainSource::Image,
+            path => ToolchainSource::Path(PathBuf::from(path)),
+        })
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Toolchain {
-    /// The sysroot on the host (holds `bin/cargo`, `bin/rustc`, `lib/`).
-    pub sysroot: PathBuf,
+    /// The sysroot on the host to mount (holds `bin/cargo`, `bin/rustc`, `lib/`); `None` when
+    /// the image brings its own.
+    pub sysroot: Option<PathBuf>,
     /// The host target triple, the default `--target`.
     pub host_target: String,
 }
 
 impl Toolchain {
-    /// `explicit` (from `--toolchain`) or the host's nightly, else its default toolchain.
-    pub fn detect(explicit: Option<PathBuf>) -> Result<Toolchain> {
-        let sysroot = match explicit {
-            Some(dir) => dir,
-            None => sysroot_of(&["+nightly"]).or_else(|_| sysroot_of(&[]))?,
+    pub fn detect(source: &ToolchainSource) -> Result<Toolchain> {
+        let sysroot = match source {
+            ToolchainSource::Path(dir) => dir.clone(),
+            ToolchainSource::Host => sysroot_of(&["+nightly"]).or_else(|_| sysroot_of(&[]))?,
+            ToolchainSource::Image => {
+                return Ok(Toolchain {
+                    sysroot: None,
+                    host_target: format!("{}-unknown-linux-gnu", std::env::consts::ARCH),
+                });
+            }
         };
         let rustc = sysroot.join("bin/rustc");
         if !rustc.is_file() || !sysroot.join("bin/cargo").is_file() {
@@ -40,7 +68,7 @@ impl Toolchain {
             .context("`rustc -vV` printed no host target")?
             .to_owned();
         Ok(Toolchain {
-            sysroot,
+            sysroot: Some(sysroot),
             host_target,
         })
     }

@@ -75,10 +75,10 @@ pub struct AgentArgs {
     /// A worker image to use instead of the registry-free one this program builds.
     #[arg(long)]
     pub image: Option<String>,
-    /// The Rust toolchain (a sysroot) mounted read-only into the containers. Default: the host's
-    /// nightly, else its default toolchain.
-    #[arg(long)]
-    pub toolchain: Option<PathBuf>,
+    /// The containers' Rust toolchain: `host` (the host's nightly, else its default toolchain,
+    /// mounted read-only), `image` (the image's own), or the path of a sysroot to mount.
+    #[arg(long, default_value = "host")]
+    pub toolchain: crater_agent::toolchain::ToolchainSource,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -11,6 +11,7 @@ use flate2::Compression;
 use flate2::write::GzEncoder;
 use std::path::Path;
 
+#[derive(Debug)]
 pub struct LocalCrate {
     pub name: String,
     pub version: String,

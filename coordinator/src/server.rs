@@ -13,6 +13,7 @@ use crater_proto::pb::{
 };
 use crater_proto::verdict::Verdict;
 use sha2::{Digest, Sha256};
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -267,19 +268,18 @@ impl Coordinator {
             return;
         }
         let key = (chunk.job_id, chunk.attempt);
-        if !spools.contains_key(&key) {
-            let path = self.spool_path(chunk.job_id, chunk.attempt);
-            match Spool::create(path).await {
-                Ok(spool) => {
-                    spools.insert(key, spool);
-                }
-                Err(e) => {
-                    tracing::error!("cannot spool a log: {e}");
-                    return;
+        let spool = match spools.entry(key) {
+            Entry::Occupied(entry) => entry.into_mut(),
+            Entry::Vacant(entry) => {
+                match Spool::create(self.spool_path(chunk.job_id, chunk.attempt)).await {
+                    Ok(spool) => entry.insert(spool),
+                    Err(e) => {
+                        tracing::error!("cannot spool a log: {e}");
+                        return;
+                    }
                 }
             }
-        }
-        let spool = spools.get_mut(&key).expect("inserted above");
+        };
         if let Err(e) = spool.append(chunk.offset, &chunk.data).await {
             tracing::error!(job = chunk.job_id, "writing the spooled log: {e}");
             spool.broken = Some(e.to_string());

@@ -1,0 +1,213 @@
+//! Separate processes: `serve` + `crater-agent` + `status`, and stopping a run with SIGINT.
+
+mod common;
+
+use common::*;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+const MINUTES: Duration = Duration::from_secs(60);
+
+fn fixtures(root: &std::path::Path) -> Vec<std::path::PathBuf> {
+    vec![
+        make_crate(root, "fixture-proc-pass", "#[test]\nfn ok() {}\n", None),
+        make_crate(
+            root,
+            "fixture-proc-build-fail",
+            "pub fn f() -> u8 { \"x\" }\n",
+            None,
+        ),
+        make_crate(
+            root,
+            "fixture-proc-test-fail",
+            "#[test]\nfn no() { panic!(\"no\") }\n",
+            None,
+        ),
+        // Busy long enough for `status` to see it running.
+        make_crate(root, "fixture-proc-slow", "", Some(&sleeping_build_rs(8))),
+    ]
+}
+
+fn selection_args<'a>(dirs: &'a [std::path::PathBuf], out: &'a std::path::Path) -> Vec<&'a str> {
+    let mut args = vec![
+        "--tool",
+        "test",
+        "--out",
+        to_str(out),
+        "--crate",
+        "itoa@1.0.15",
+    ];
+    for dir in dirs {
+        args.extend(["--local-crate", to_str(dir)]);
+    }
+    args
+}
+
+#[test]
+fn serve_and_a_separate_agent_give_the_same_verdicts_as_run() {
+    let crates = tempfile::tempdir().unwrap();
+    let dirs = fixtures(crates.path());
+    ensure_image();
+
+    let run_out = tempfile::tempdir().unwrap();
+    let mut args = vec!["run", "--slots", "2"];
+    args.extend(SMALL);
+    args.extend(selection_args(&dirs, run_out.path()));
+    let single = run(&args, 10 * MINUTES);
+    assert!(single.status.success(), "{}", single.stderr);
+
+    let serve_out = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let address = format!("127.0.0.1:{port}");
+    let url = format!("http://{address}");
+    let mut serve_args = vec!["serve", "--listen", &address, "--exit-when-done"];
+    serve_args.extend(selection_args(&dirs, serve_out.path()));
+    let serve = Command::new(coordinator_bin())
+        .args(&serve_args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut agent = Command::new(agent_bin())
+        .args([
+            "--coordinator",
+            &url,
+            "--slots",
+            "2",
+            "--memory-gb",
+            "2",
+            "--name",
+            "agent-under-test",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    // While it works, `status --json` describes it.
+    let mut seen_running = false;
+    wait_until(
+        "status to show the agent running a crate",
+        5 * MINUTES,
+        || {
+            let out = Command::new(coordinator_bin())
+                .args(["status", "--json", "--coordinator", &url])
+                .output()
+                .unwrap();
+            if !out.status.success() {
+                return false;
+            }
+            let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            assert_eq!(status["total"], 5, "{status}");
+            let agents = status["agents"].as_array().unwrap();
+            seen_running = agents.iter().any(|a| {
+                a["name"] == "agent-under-test"
+                    && a["slots"] == 2
+                    && !a["running"].as_array().unwrap().is_empty()
+            });
+            seen_running
+        },
+    );
+    let table = Command::new(coordinator_bin())
+        .args(["status", "--coordinator", &url])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        table.contains("agent agent-under-test · 2 slots"),
+        "{table}"
+    );
+
+    let served = wait(serve, 10 * MINUTES);
+    assert!(served.status.success(), "{}", served.stderr);
+    let agent_status = agent.wait().unwrap();
+    assert!(agent_status.success(), "a drained agent exits cleanly");
+    assert!(
+        containers_of(agent.id()).is_empty(),
+        "the agent removed its containers"
+    );
+
+    let single_results = all_results(run_out.path(), "test");
+    assert_eq!(single_results.len(), 5, "{single_results:?}");
+    assert_eq!(all_results(serve_out.path(), "test"), single_results);
+    let verdicts: Vec<&str> = single_results.iter().map(|(_, _, v)| v.as_str()).collect();
+    assert!(
+        verdicts.contains(&"build-fail") && verdicts.contains(&"test-fail"),
+        "{verdicts:?}"
+    );
+}
+
+#[test]
+fn sigint_stops_cleanly_and_the_next_run_finishes_the_rest() {
+    let crates = tempfile::tempdir().unwrap();
+    let dirs: Vec<_> = ["fixture-int-a", "fixture-int-b", "fixture-int-c"]
+        .iter()
+        .map(|name| make_crate(crates.path(), name, "", Some(&sleeping_build_rs(6))))
+        .collect();
+    let out = tempfile::tempdir().unwrap();
+    ensure_image();
+    let mut args = vec!["run", "--slots", "1", "--out", to_str(out.path())];
+    args.extend(SMALL);
+    for dir in &dirs {
+        args.extend(["--local-crate", to_str(dir)]);
+    }
+    let child = Command::new(coordinator_bin())
+        .args(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    wait_until("the first result", 5 * MINUTES, || {
+        all_results(out.path(), "check").len() == 1
+    });
+    let kill = Command::new("kill")
+        .args(["-INT", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let stopped = wait(child, 2 * MINUTES);
+    assert_eq!(stopped.status.code(), Some(130), "{}", stopped.stderr);
+    assert!(
+        stopped.stderr.contains("run the same command again"),
+        "{}",
+        stopped.stderr
+    );
+    assert!(
+        containers_of(pid).is_empty(),
+        "no container left with the project's label"
+    );
+    let finished_first = all_results(out.path(), "check");
+    assert_eq!(
+        finished_first.len(),
+        1,
+        "the job stopped mid-way left no result"
+    );
+    let first_name = finished_first[0].0.clone();
+    let first_finished_at =
+        result(out.path(), "check", &first_name, "0.1.0")["finished_at"].clone();
+
+    let resumed = run(&args, 5 * MINUTES);
+    assert!(resumed.status.success(), "{}", resumed.stderr);
+    assert!(
+        resumed.stderr.contains("2 crates to run"),
+        "{}",
+        resumed.stderr
+    );
+    assert!(
+        resumed.stderr.contains("1 already finished"),
+        "{}",
+        resumed.stderr
+    );
+    let all = all_results(out.path(), "check");
+    assert_eq!(all.len(), 3, "{all:?}");
+    assert!(all.iter().all(|(_, _, v)| v == "pass"), "{all:?}");
+    // The crate finished before the interruption was not run again.
+    assert_eq!(
+        result(out.path(), "check", &first_name, "0.1.0")["finished_at"],
+        first_finished_at
+    );
+}
