@@ -95,14 +95,7 @@ pub async fn run(args: RunArgs) -> Result<u8> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let address = listener.local_addr()?;
     let server_stop = CancellationToken::new();
-    let server = tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(coordinator.service())
-            .serve_with_incoming_shutdown(
-                TcpListenerStream::new(listener),
-                server_stop.clone().cancelled_owned(),
-            ),
-    );
+    let server = spawn_server(&coordinator, listener, &server_stop);
 
     let stop = stop_on_signal();
     let agent_config = AgentConfig {
@@ -214,14 +207,7 @@ pub async fn serve(args: ServeArgs) -> Result<u8> {
     eprintln!("coordinator listening on http://{}", listener.local_addr()?);
     let stop = stop_on_signal();
     let server_stop = CancellationToken::new();
-    let server = tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(coordinator.service())
-            .serve_with_incoming_shutdown(
-                TcpListenerStream::new(listener),
-                server_stop.clone().cancelled_owned(),
-            ),
-    );
+    let server = spawn_server(&coordinator, listener, &server_stop);
     let mut progress = Progress::new(total);
     let mut complete = coordinator.completion();
     let mut interrupted = false;
@@ -268,6 +254,22 @@ pub async fn serve(args: ServeArgs) -> Result<u8> {
     } else {
         exit::INPUT_REFUSED
     })
+}
+
+/// Serves `coordinator` on `listener` until `stop` fires.
+fn spawn_server(
+    coordinator: &Coordinator,
+    listener: TcpListener,
+    stop: &CancellationToken,
+) -> tokio::task::JoinHandle<Result<(), tonic::transport::Error>> {
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(coordinator.service())
+            .serve_with_incoming_shutdown(
+                TcpListenerStream::new(listener),
+                stop.clone().cancelled_owned(),
+            ),
+    )
 }
 
 /// Cancelled on the first Ctrl-C or SIGTERM.

@@ -3,7 +3,7 @@
 mod common;
 
 use common::*;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 const MINUTES: Duration = Duration::from_secs(60);
@@ -62,15 +62,10 @@ fn serve_and_a_separate_agent_give_the_same_verdicts_as_run() {
     let url = format!("http://{address}");
     let mut serve_args = vec!["serve", "--listen", &address, "--exit-when-done"];
     serve_args.extend(selection_args(&dirs, serve_out.path()));
-    let serve = Command::new(coordinator_bin())
-        .args(&serve_args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut agent = Command::new(agent_bin())
-        .args([
+    let serve = spawn(&coordinator_bin(), &serve_args);
+    let agent = spawn(
+        &agent_bin(),
+        &[
             "--coordinator",
             &url,
             "--slots",
@@ -79,12 +74,9 @@ fn serve_and_a_separate_agent_give_the_same_verdicts_as_run() {
             "2",
             "--name",
             "agent-under-test",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        ],
+    );
+    let agent_pid = agent.id();
 
     // While it works, `status --json` describes it.
     let mut seen_running = false;
@@ -122,10 +114,14 @@ fn serve_and_a_separate_agent_give_the_same_verdicts_as_run() {
 
     let served = wait(serve, 10 * MINUTES);
     assert!(served.status.success(), "{}", served.stderr);
-    let agent_status = agent.wait().unwrap();
-    assert!(agent_status.success(), "a drained agent exits cleanly");
+    let agent = wait(agent, MINUTES);
     assert!(
-        containers_of(agent.id()).is_empty(),
+        agent.status.success(),
+        "a drained agent exits cleanly: {}",
+        agent.stderr
+    );
+    assert!(
+        containers_of(agent_pid).is_empty(),
         "the agent removed its containers"
     );
 
@@ -153,13 +149,7 @@ fn sigint_stops_cleanly_and_the_next_run_finishes_the_rest() {
     for dir in &dirs {
         args.extend(["--local-crate", to_str(dir)]);
     }
-    let child = Command::new(coordinator_bin())
-        .args(&args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn(&coordinator_bin(), &args);
     let pid = child.id();
     wait_until("the first result", 5 * MINUTES, || {
         all_results(out.path(), "check").len() == 1

@@ -136,12 +136,7 @@ fn two_slots_run_two_crates_at_once_on_different_cpus() {
     ];
     args.extend(SMALL);
     args.extend(["--local-crate", to_str(&a), "--local-crate", to_str(&b)]);
-    let child = std::process::Command::new(coordinator_bin())
-        .args(&args)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn(&coordinator_bin(), &args);
     let pid = child.id();
     wait_until("two slot containers", 3 * MINUTES, || {
         containers_of(pid).len() == 2
@@ -206,12 +201,7 @@ fn a_container_killed_mid_job_is_replaced_and_the_crate_finishes_once() {
     ];
     args.extend(SMALL);
     args.extend(["--local-crate", to_str(&slow)]);
-    let child = std::process::Command::new(coordinator_bin())
-        .args(&args)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn(&coordinator_bin(), &args);
     let pid = child.id();
     // Kill it while the build script sleeps: its process shows up in the container.
     wait_until("the build script to run", 3 * MINUTES, || {

@@ -44,17 +44,21 @@ pub struct Finished {
     pub stderr: String,
 }
 
-/// Runs `crater-at-home ARGS` to the end (at most `deadline`), with small containers.
-pub fn run(args: &[&str], deadline: Duration) -> Finished {
-    ensure_image();
-    let child = Command::new(coordinator_bin())
+/// Starts `program ARGS` with its output captured (read it with [`wait`]).
+pub fn spawn(program: &Path, args: &[&str]) -> Child {
+    Command::new(program)
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap();
-    wait(child, deadline)
+        .unwrap()
+}
+
+/// Runs `crater-at-home ARGS` to the end (at most `deadline`).
+pub fn run(args: &[&str], deadline: Duration) -> Finished {
+    ensure_image();
+    wait(spawn(&coordinator_bin(), args), deadline)
 }
 
 /// Waits for `child`, killing it and failing the test past `deadline`.
