@@ -9,6 +9,7 @@
 //! - [`docker`]: connecting to the engine (API version negotiated), labels, leftover clean-up.
 //! - [`image`]: the worker image: its files are embedded, it is built when missing.
 //! - [`toolchain`]: the host Rust toolchain that is mounted read-only into the containers.
+//! - [`probe`]: which tools this agent's image and toolchain can run.
 //! - [`slot`]: one pinned, locked-down container and the job protocol spoken over its stdin/stdout.
 //! - [`end_marker`]: finding a job's unforgeable end line in the container's output.
 //! - [`fetch`]: downloading a crate from crates.io and checking it against the index checksum.
@@ -18,6 +19,7 @@ pub mod docker;
 pub mod end_marker;
 pub mod fetch;
 pub mod image;
+pub mod probe;
 pub mod session;
 pub mod slot;
 pub mod toolchain;

@@ -7,6 +7,7 @@
 //! coordinator drains it or `shutdown` fires, and removes its containers on the way out.
 
 use crate::fetch::{DEFAULT_DOWNLOAD_URL, Downloader};
+use crate::probe::{Capabilities, probe_tools};
 use crate::slot::{Job, JobError, LogSink, Slot, SlotConfig, allowed_cpus};
 use crate::toolchain::{Toolchain, ToolchainSource};
 use crate::{docker, image};
@@ -15,9 +16,8 @@ use backon::{ConstantBuilder, Retryable};
 use crater_proto::pb::{
     self, agent_message::Msg as AgentMsg, coordinator_message::Msg as CoordMsg,
 };
-use crater_proto::tool::Tool;
 use sha2::{Digest, Sha256};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -27,6 +27,12 @@ use tokio_util::sync::CancellationToken;
 
 /// How many times a job is started before a lost container makes it a harness error.
 pub const MAX_TRIES: u32 = 3;
+
+/// How much of the end of a log is kept when it passes its size limit.
+pub const LOG_TAIL_BYTES: usize = 64 * 1024;
+
+/// The idle limit when the coordinator sets none.
+const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
@@ -61,6 +67,37 @@ impl AgentConfig {
     }
 }
 
+/// The settings every slot container shares, with the toolchain found and the image ready.
+async fn slot_config(config: &AgentConfig, docker: &bollard::Docker) -> Result<SlotConfig> {
+    let image = match &config.image {
+        Some(image) => image.clone(),
+        None => image::ensure_local_image(docker, false).await?,
+    };
+    let toolchain = Toolchain::detect(&config.toolchain)?;
+    // cargo-nextest lives beside rustup's proxies, not in the toolchain: mount it when the
+    // toolchain comes from the host too.
+    let extra_tools = match config.toolchain {
+        ToolchainSource::Image => Vec::new(),
+        _ => find_in_path("cargo-nextest").into_iter().collect(),
+    };
+    Ok(SlotConfig {
+        image,
+        toolchain,
+        ca_bundle: config.ca_bundle.clone(),
+        memory_bytes: config.memory_bytes,
+        pids_limit: config.pids_limit,
+        env: proxy_env(),
+        extra_tools,
+    })
+}
+
+/// Which tools an agent with `config` can run, asked of its image and toolchain.
+pub async fn probe(config: &AgentConfig) -> Result<Capabilities> {
+    let docker = docker::connect().await?;
+    let slot_config = slot_config(config, &docker).await?;
+    probe_tools(&docker, &slot_config).await
+}
+
 /// Runs an agent until its coordinator drains it, its stream ends, or `shutdown` fires.
 pub async fn run_agent(config: AgentConfig, shutdown: CancellationToken) -> Result<()> {
     let docker = docker::connect().await?;
@@ -68,19 +105,20 @@ pub async fn run_agent(config: AgentConfig, shutdown: CancellationToken) -> Resu
     if removed > 0 {
         tracing::info!("removed {removed} containers left behind by earlier agents");
     }
-    let image = match &config.image {
-        Some(image) => image.clone(),
-        None => image::ensure_local_image(&docker, false).await?,
-    };
-    let toolchain = Toolchain::detect(&config.toolchain)?;
-    let slot_config = Arc::new(SlotConfig {
-        image,
-        toolchain: toolchain.clone(),
-        ca_bundle: config.ca_bundle.clone(),
-        memory_bytes: config.memory_bytes,
-        pids_limit: config.pids_limit,
-        env: proxy_env(),
-    });
+    let slot_config = Arc::new(slot_config(&config, &docker).await?);
+    let toolchain = slot_config.toolchain.clone();
+    let capabilities = probe_tools(&docker, &slot_config).await?;
+    for (tool, reason) in capabilities
+        .iter()
+        .filter_map(|(t, c)| Some((t, c.as_ref().err()?)))
+    {
+        tracing::info!("tool {tool} is not available here: {reason}");
+    }
+    let tools: Vec<String> = capabilities
+        .iter()
+        .filter(|(_, c)| c.is_ok())
+        .map(|(t, _)| t.clone())
+        .collect();
     let cpus = allowed_cpus();
     let mut slots: Vec<Slot> = (0..config.slots)
         .map(|i| {
@@ -97,7 +135,7 @@ pub async fn run_agent(config: AgentConfig, shutdown: CancellationToken) -> Resu
         return Err(e.context("starting the slot containers"));
     }
 
-    let result = session(&config, &toolchain, &mut slots, shutdown).await;
+    let result = session(&config, &toolchain, &tools, &mut slots, shutdown).await;
     for slot in &mut slots {
         slot.shutdown().await;
     }
@@ -107,6 +145,7 @@ pub async fn run_agent(config: AgentConfig, shutdown: CancellationToken) -> Resu
 async fn session(
     config: &AgentConfig,
     toolchain: &Toolchain,
+    tools: &[String],
     slots: &mut [Slot],
     shutdown: CancellationToken,
 ) -> Result<()> {
@@ -118,7 +157,7 @@ async fn session(
         agent_version: env!("CARGO_PKG_VERSION").to_owned(),
         slots: config.slots,
         memory_per_slot_bytes: config.memory_bytes,
-        tools: Tool::ALL.iter().map(|t| t.name().to_owned()).collect(),
+        tools: tools.to_vec(),
         targets: vec![toolchain.host_target.clone()],
     })))
     .await?;
@@ -276,13 +315,13 @@ async fn slot_loop(slot: &mut Slot, mut assigns: mpsc::Receiver<pb::Assign>, ctx
 
 async fn run_assigned(slot: &mut Slot, assign: pb::Assign, ctx: &SlotContext) -> pb::JobDone {
     let started = Instant::now();
-    let mut log = JobLog {
-        tx: ctx.tx.clone(),
-        job_id: assign.job_id,
-        attempt: assign.attempt,
-        offset: 0,
-        sha: Sha256::new(),
-    };
+    let limits = assign.limits.unwrap_or_default();
+    let mut log = JobLog::new(
+        ctx.tx.clone(),
+        assign.job_id,
+        assign.attempt,
+        limits.max_log_bytes,
+    );
     let mut done = pb::JobDone {
         job_id: assign.job_id,
         attempt: assign.attempt,
@@ -317,10 +356,18 @@ async fn run_assigned(slot: &mut Slot, assign: pb::Assign, ctx: &SlotContext) ->
             } else {
                 &assign.target
             };
+            let secs = |s: u64, default: Duration| {
+                if s == 0 {
+                    default
+                } else {
+                    Duration::from_secs(s)
+                }
+            };
             let job = Job {
                 tool: &assign.tool,
                 target,
-                timeout: Duration::from_secs(assign.limits.map_or(3600, |l| l.timeout_secs)),
+                timeout: secs(limits.timeout_secs, Duration::from_secs(3600)),
+                idle_timeout: secs(limits.idle_timeout_secs, DEFAULT_IDLE_TIMEOUT),
                 archive: &archive,
             };
             for try_no in 1..=MAX_TRIES {
@@ -330,6 +377,11 @@ async fn run_assigned(slot: &mut Slot, assign: pb::Assign, ctx: &SlotContext) ->
                         done.failed_step = end.failed_step.unwrap_or_default();
                         done.exit_code = end.exit_code;
                         done.timed_out = end.timed_out;
+                        if end.timed_out {
+                            done.timeout_kind = "wall".to_owned();
+                        }
+                        done.oom = end.oom;
+                        done.peak_memory_bytes = end.peak_memory_bytes;
                         break;
                     }
                     Err(e @ (JobError::ContainerLost(_) | JobError::Docker(_)))
@@ -339,9 +391,14 @@ async fn run_assigned(slot: &mut Slot, assign: pb::Assign, ctx: &SlotContext) ->
                         log.banner(&format!("{e}; running the job again in a new container (try {again} of {MAX_TRIES})")).await;
                         tokio::time::sleep(Duration::from_millis(500)).await;
                     }
-                    Err(e @ JobError::Backstop(_)) => {
+                    Err(e @ (JobError::Idle(_) | JobError::Backstop(_))) => {
                         log.banner(&e.to_string()).await;
                         done.timed_out = true;
+                        done.timeout_kind = match e {
+                            JobError::Idle(_) => "idle",
+                            _ => "backstop",
+                        }
+                        .to_owned();
                         break;
                     }
                     Err(e) => {
@@ -354,31 +411,57 @@ async fn run_assigned(slot: &mut Slot, assign: pb::Assign, ctx: &SlotContext) ->
         }
     }
     done.duration_ms = started.elapsed().as_millis() as u64;
-    done.log_bytes = log.offset;
-    done.log_sha256 = hex::encode(log.sha.finalize());
+    let (bytes, sha, truncated) = log.finish().await;
+    done.log_bytes = bytes;
+    done.log_sha256 = sha;
+    done.log_truncated_bytes = truncated;
     done
 }
 
 /// A job's log on its way to the coordinator.
+///
+/// Past `max_bytes` (an output bomb) nothing more is sent; the last [`LOG_TAIL_BYTES`] are kept in
+/// a ring and sent at the end after a marker, so memory stays bounded and the end of the log,
+/// where the failure usually is, survives.
 struct JobLog {
     tx: mpsc::Sender<pb::AgentMessage>,
     job_id: u64,
     attempt: u32,
     offset: u64,
     sha: Sha256,
+    /// 0: no limit.
+    max_bytes: u64,
+    tail: VecDeque<u8>,
+    dropped: u64,
 }
 
 impl JobLog {
+    fn new(
+        tx: mpsc::Sender<pb::AgentMessage>,
+        job_id: u64,
+        attempt: u32,
+        max_bytes: u64,
+    ) -> JobLog {
+        JobLog {
+            tx,
+            job_id,
+            attempt,
+            offset: 0,
+            sha: Sha256::new(),
+            max_bytes,
+            tail: VecDeque::new(),
+            dropped: 0,
+        }
+    }
+
     /// A line from the harness itself, set apart from the crate's output.
     async fn banner(&mut self, text: &str) {
         tracing::warn!(job = self.job_id, "{text}");
         let line = format!("\r\n\x1b[1;31m[crater-at-home] {text}\x1b[0m\r\n");
         self.write(line.into_bytes()).await;
     }
-}
 
-impl LogSink for JobLog {
-    async fn write(&mut self, bytes: Vec<u8>) {
+    async fn send(&mut self, bytes: Vec<u8>) {
         self.sha.update(&bytes);
         let offset = self.offset;
         self.offset += bytes.len() as u64;
@@ -391,10 +474,51 @@ impl LogSink for JobLog {
         // A closed channel means the session is ending; the job's result goes nowhere anyway.
         let _ = self.tx.send(msg(AgentMsg::LogChunk(chunk))).await;
     }
+
+    /// Sends what the size limit held back; returns (bytes sent, their SHA-256, bytes dropped).
+    async fn finish(mut self) -> (u64, String, u64) {
+        if !self.tail.is_empty() || self.dropped > 0 {
+            let marker = format!(
+                "\r\n\x1b[1;31m[crater-at-home] log truncated: {} bytes omitted after the first {} \
+                 (--max-log-bytes); the last {} bytes follow\x1b[0m\r\n",
+                self.dropped,
+                self.max_bytes,
+                self.tail.len()
+            );
+            let tail: Vec<u8> = std::mem::take(&mut self.tail).into();
+            self.send(marker.into_bytes()).await;
+            self.send(tail).await;
+        }
+        (self.offset, hex::encode(self.sha.finalize()), self.dropped)
+    }
+}
+
+impl LogSink for JobLog {
+    async fn write(&mut self, mut bytes: Vec<u8>) {
+        if self.max_bytes > 0 && self.offset + bytes.len() as u64 > self.max_bytes {
+            let room = self.max_bytes.saturating_sub(self.offset) as usize;
+            let over = bytes.split_off(room.min(bytes.len()));
+            self.tail.extend(over);
+            if self.tail.len() > LOG_TAIL_BYTES {
+                let excess = self.tail.len() - LOG_TAIL_BYTES;
+                self.tail.drain(..excess);
+                self.dropped += excess as u64;
+            }
+        }
+        if !bytes.is_empty() {
+            self.send(bytes).await;
+        }
+    }
 }
 
 fn msg(m: AgentMsg) -> pb::AgentMessage {
     pb::AgentMessage { msg: Some(m) }
+}
+
+fn find_in_path(program: &str) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join(program))
+        .find(|path| path.is_file())
 }
 
 /// Proxy settings of the agent's own environment, passed on so cargo in the container uses them.
@@ -410,4 +534,53 @@ fn proxy_env() -> Vec<String> {
     .iter()
     .filter_map(|k| std::env::var(k).ok().map(|v| format!("{k}={v}")))
     .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feeds `pieces` through a JobLog limited to `max` and returns what reached the coordinator.
+    async fn through_log(max: u64, pieces: Vec<Vec<u8>>) -> (Vec<u8>, u64, u64, String) {
+        let (tx, mut rx) = mpsc::channel(1 << 16);
+        let mut log = JobLog::new(tx, 7, 1, max);
+        for piece in pieces {
+            log.write(piece).await;
+        }
+        let (bytes, sha, dropped) = log.finish().await;
+        let mut received = Vec::new();
+        while let Ok(m) = rx.try_recv() {
+            if let Some(AgentMsg::LogChunk(c)) = m.msg {
+                assert_eq!(c.offset, received.len() as u64, "chunks are contiguous");
+                received.extend(c.data);
+            }
+        }
+        assert_eq!(hex::encode(Sha256::digest(&received)), sha);
+        (received, bytes, dropped, sha)
+    }
+
+    #[tokio::test]
+    async fn a_log_under_the_limit_passes_unchanged() {
+        let (received, bytes, dropped, _) = through_log(1000, vec![b"abc".to_vec(); 10]).await;
+        assert_eq!(received, b"abc".repeat(10));
+        assert_eq!((bytes, dropped), (30, 0));
+    }
+
+    #[tokio::test]
+    async fn an_output_bomb_keeps_the_head_a_marker_and_the_last_64_kib() {
+        let mb = vec![b'x'; 1 << 20];
+        let mut pieces = vec![b"HEAD".to_vec()];
+        pieces.extend(std::iter::repeat_n(mb, 8));
+        pieces.push(b"THE END".to_vec());
+        let total = 4 + 8 * (1 << 20) + 7;
+        let (received, bytes, dropped, _) = through_log(1 << 20, pieces).await;
+        assert!(received.starts_with(b"HEAD"));
+        assert!(received.ends_with(b"THE END"));
+        let text = String::from_utf8_lossy(&received);
+        assert!(text.contains("log truncated"), "a clear marker");
+        let kept = (1 << 20) + LOG_TAIL_BYTES as u64;
+        assert_eq!(dropped, total - kept);
+        assert!(bytes < kept + 300, "head + marker + tail only: {bytes}");
+        assert_eq!(bytes, received.len() as u64);
+    }
 }

@@ -44,6 +44,8 @@ pub struct SlotConfig {
     pub pids_limit: i64,
     /// Extra `KEY=value` environment (proxy settings).
     pub env: Vec<String>,
+    /// Host binaries (cargo-nextest) mounted read-only into `/opt/crater-tools`.
+    pub extra_tools: Vec<PathBuf>,
 }
 
 /// A job as the container sees it.
@@ -51,6 +53,8 @@ pub struct Job<'a> {
     pub tool: &'a str,
     pub target: &'a str,
     pub timeout: Duration,
+    /// The job is stopped when its output stays silent this long.
+    pub idle_timeout: Duration,
     /// A gzip'd tar whose one top directory is the crate.
     pub archive: &'a [u8],
 }
@@ -60,6 +64,9 @@ pub enum JobError {
     /// The container died or its stream broke in the middle of the job.
     #[error("the container was lost: {0}")]
     ContainerLost(String),
+    /// The job printed nothing for this long; its container was removed with all it ran.
+    #[error("the job printed nothing for {0:?}; it was stopped and its container replaced")]
+    Idle(Duration),
     /// No end line came long after the job's own limits should have ended it.
     #[error(
         "the job did not end within {0:?}, long past its time limit; its container was removed"
@@ -127,7 +134,7 @@ impl Slot {
             std::process::id(),
             self.generation
         );
-        let body = self.container_body();
+        let body = container_body(&self.config, self.index, Some(self.cpu));
         let options = CreateContainerOptionsBuilder::default().name(&name).build();
         let id = self.docker.create_container(Some(options), body).await?.id;
         // Attach before start, so not a byte of output is missed.
@@ -154,62 +161,6 @@ impl Slot {
             input: attached.input,
             output: attached.output,
         })
-    }
-
-    fn container_body(&self) -> ContainerCreateBody {
-        let config = &self.config;
-        let mut binds: Vec<String> = (config.toolchain.sysroot.iter())
-            .map(|sysroot| format!("{}:{MOUNT_POINT}:ro", sysroot.display()))
-            .collect();
-        if let Some(ca) = &config.ca_bundle {
-            binds.push(format!("{}:{CA_MOUNT}:ro", ca.display()));
-        }
-        let memory = i64::try_from(config.memory_bytes).unwrap_or(i64::MAX);
-        let mut labels = docker::owner_labels();
-        labels.insert(
-            "org.crater-at-home.slot-index".into(),
-            self.index.to_string(),
-        );
-        let mut env = vec![format!("CRATER_SLOT={}", self.index)];
-        env.extend(config.env.iter().cloned());
-        ContainerCreateBody {
-            image: Some(config.image.clone()),
-            env: Some(env),
-            labels: Some(labels),
-            attach_stdin: Some(true),
-            attach_stdout: Some(true),
-            attach_stderr: Some(true),
-            open_stdin: Some(true),
-            stdin_once: Some(false),
-            tty: Some(false),
-            volumes: Some(vec!["/build".to_owned()]),
-            host_config: Some(HostConfig {
-                cpuset_cpus: Some(self.cpu.to_string()),
-                memory: Some(memory),
-                memory_swap: Some(memory), // equal to memory: no swap
-                pids_limit: Some(config.pids_limit),
-                readonly_rootfs: Some(true),
-                cap_drop: Some(vec!["ALL".to_owned()]),
-                security_opt: Some(vec!["no-new-privileges".to_owned()]),
-                tmpfs: Some(HashMap::from([
-                    (
-                        "/tmp".to_owned(),
-                        "rw,exec,nosuid,nodev,mode=1777".to_owned(),
-                    ),
-                    (
-                        "/cargo".to_owned(),
-                        format!("rw,exec,nosuid,nodev,uid={CONTAINER_UID},gid={CONTAINER_UID}"),
-                    ),
-                ])),
-                binds: Some(binds),
-                log_config: Some(HostConfigLogConfig {
-                    typ: Some("none".to_owned()),
-                    config: None,
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }
     }
 
     /// Runs one job in the slot's container, streaming its log into `log`.
@@ -266,7 +217,11 @@ impl Slot {
 
         let mut scanner = EndScanner::new(nonce);
         loop {
-            let piece = match next_piece(&mut container.output).await {
+            let next = tokio::time::timeout(job.idle_timeout, next_piece(&mut container.output));
+            let Ok(next) = next.await else {
+                return Err(JobError::Idle(job.idle_timeout));
+            };
+            let piece = match next {
                 Ok(Some(piece)) => piece,
                 Ok(None) => {
                     let rest = scanner.into_remainder();
@@ -317,6 +272,102 @@ impl Slot {
             docker::remove(&self.docker, &container.id).await;
         }
     }
+}
+
+/// The container every slot runs: see the module documentation for why each setting.
+fn container_body(config: &SlotConfig, index: u32, cpu: Option<u32>) -> ContainerCreateBody {
+    let mut binds: Vec<String> = (config.toolchain.sysroot.iter())
+        .map(|sysroot| format!("{}:{MOUNT_POINT}:ro", sysroot.display()))
+        .collect();
+    if let Some(ca) = &config.ca_bundle {
+        binds.push(format!("{}:{CA_MOUNT}:ro", ca.display()));
+    }
+    for tool in &config.extra_tools {
+        if let Some(name) = tool.file_name() {
+            let name = name.to_string_lossy();
+            binds.push(format!("{}:/opt/crater-tools/{name}:ro", tool.display()));
+        }
+    }
+    let memory = i64::try_from(config.memory_bytes).unwrap_or(i64::MAX);
+    let mut labels = docker::owner_labels();
+    labels.insert("org.crater-at-home.slot-index".into(), index.to_string());
+    let mut env = vec![format!("CRATER_SLOT={index}")];
+    env.extend(config.env.iter().cloned());
+    ContainerCreateBody {
+        image: Some(config.image.clone()),
+        env: Some(env),
+        labels: Some(labels),
+        attach_stdin: Some(true),
+        attach_stdout: Some(true),
+        attach_stderr: Some(true),
+        open_stdin: Some(true),
+        stdin_once: Some(false),
+        tty: Some(false),
+        volumes: Some(vec!["/build".to_owned()]),
+        host_config: Some(HostConfig {
+            cpuset_cpus: cpu.map(|c| c.to_string()),
+            memory: Some(memory),
+            memory_swap: Some(memory), // equal to memory: no swap
+            pids_limit: Some(config.pids_limit),
+            readonly_rootfs: Some(true),
+            cap_drop: Some(vec!["ALL".to_owned()]),
+            security_opt: Some(vec!["no-new-privileges".to_owned()]),
+            tmpfs: Some(HashMap::from([
+                (
+                    "/tmp".to_owned(),
+                    "rw,exec,nosuid,nodev,mode=1777".to_owned(),
+                ),
+                (
+                    "/cargo".to_owned(),
+                    format!("rw,exec,nosuid,nodev,uid={CONTAINER_UID},gid={CONTAINER_UID}"),
+                ),
+            ])),
+            binds: Some(binds),
+            log_config: Some(HostConfigLogConfig {
+                typ: Some("none".to_owned()),
+                config: None,
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Runs the worker image once with `args` (in a container locked down like a slot's) and returns
+/// what it printed.
+pub async fn run_once(
+    docker: &Docker,
+    config: &SlotConfig,
+    args: &[&str],
+) -> anyhow::Result<String> {
+    let mut body = container_body(config, u32::MAX, None);
+    body.cmd = Some(args.iter().map(|a| a.to_string()).collect());
+    body.open_stdin = Some(false);
+    body.attach_stdin = Some(false);
+    let id = docker.create_container(None, body).await?.id;
+    let result = async {
+        let attach = AttachContainerOptionsBuilder::default()
+            .stdout(true)
+            .stderr(true)
+            .stream(true)
+            .build();
+        let mut output = docker.attach_container(&id, Some(attach)).await?.output;
+        docker.start_container(&id, None).await?;
+        let mut text = Vec::new();
+        let collect = async {
+            while let Some(piece) = output.next().await {
+                text.extend_from_slice(&payload(piece?));
+            }
+            anyhow::Ok(())
+        };
+        tokio::time::timeout(Duration::from_secs(120), collect)
+            .await
+            .map_err(|_| anyhow::anyhow!("the worker image did not answer {args:?} in time"))??;
+        Ok(String::from_utf8_lossy(&text).into_owned())
+    }
+    .await;
+    docker::remove(docker, &id).await;
+    result
 }
 
 /// The next output, with whatever more is already waiting appended (up to [`MAX_PIECE`]).

@@ -55,6 +55,13 @@ pub struct SelectArgs {
     /// Wall-clock limit for each command a job runs (e.g. 3600, 90s, 20m, 1h).
     #[arg(long, default_value = "1h", value_parser = parse_duration)]
     pub timeout: Duration,
+    /// A job is stopped (verdict `timeout`) when it prints nothing for this long. Miri is often
+    /// silent for a long time, hence the generous default.
+    #[arg(long, default_value = "30m", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+    /// Past this much output a log keeps only its last 64 KiB, behind a marker (e.g. 1GiB, 500MiB).
+    #[arg(long, default_value = "1GiB", value_parser = parse_size)]
+    pub max_log_bytes: u64,
     /// The registry index to resolve crates against.
     #[arg(long, default_value = crate::index::DEFAULT_INDEX_URL, hide = true)]
     pub index_url: String,
@@ -124,6 +131,8 @@ pub enum ImageCommand {
     },
     /// Print the worker image's tag.
     Tag,
+    /// Print which tools the worker image and the host toolchain can run, and why not.
+    Probe,
 }
 
 /// Seconds (`3600`) or a human duration (`90s`, `20m`, `1h`).
@@ -132,6 +141,29 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
         return Ok(Duration::from_secs(secs));
     }
     humantime::parse_duration(s).map_err(|e| format!("`{s}`: {e} (try 3600, 90s, 20m or 1h)"))
+}
+
+/// Bytes (`1048576`) or with a binary unit (`64KiB`, `500MiB`, `1GiB`; `K`, `M`, `G` too).
+fn parse_size(s: &str) -> Result<u64, String> {
+    let digits = s.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let unit = &s[digits.len()..];
+    let shift = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kib" => 10,
+        "m" | "mib" => 20,
+        "g" | "gib" => 30,
+        _ => {
+            return Err(format!(
+                "`{s}`: unknown unit `{unit}` (use KiB, MiB or GiB)"
+            ));
+        }
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("`{s}`: not a size (try 1GiB or 1048576)"))?;
+    n.checked_shl(shift)
+        .filter(|v| v >> shift == n)
+        .ok_or_else(|| format!("`{s}`: too large"))
 }
 
 #[cfg(test)]
@@ -150,5 +182,16 @@ mod tests {
         assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
         assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
         assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("1048576"), Ok(1 << 20));
+        assert_eq!(parse_size("64KiB"), Ok(64 << 10));
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_size("2g"), Ok(2 << 30));
+        assert!(parse_size("1TB").is_err());
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("99999999999999G").is_err());
     }
 }

@@ -11,9 +11,11 @@
 //! - [`verdict`]: the facts an agent reports, judged into a verdict.
 //! - [`store`]: the result store (local directory; the seed's layout) and the JSON record.
 //! - [`render`]: a raw terminal log as an HTML page.
+//! - [`diagnose`]: UB reports (Miri, ASan, ...) found in a log, and the crate they come from.
 //! - [`progress`], [`status`]: what people see: progress, summary, `status`.
 
 pub mod cli;
+pub mod diagnose;
 pub mod index;
 pub mod local_crate;
 pub mod progress;

@@ -37,6 +37,15 @@ async fn image(command: ImageCommand) -> anyhow::Result<u8> {
             println!("{tag}");
         }
         ImageCommand::Tag => println!("{}", crater_agent::image::local_image_tags().1),
+        ImageCommand::Probe => {
+            let config = crater_agent::AgentConfig::new(String::new());
+            for (tool, capability) in crater_agent::session::probe(&config).await? {
+                match capability {
+                    Ok(()) => println!("{tool} ok"),
+                    Err(reason) => println!("{tool} missing {reason}"),
+                }
+            }
+        }
     }
     Ok(0)
 }

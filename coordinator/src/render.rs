@@ -50,7 +50,22 @@ struct Style {
 
 /// Renders `input` (a raw terminal log) as a complete HTML page into `out`.
 /// `title` is shown as the page header (e.g. "itoa 1.0.15 — check"); it must be escaped too.
-pub fn render_html(title: &str, mut input: impl Read, out: impl Write) -> io::Result<()> {
+pub fn render_html(title: &str, input: impl Read, out: impl Write) -> io::Result<()> {
+    render_html_marked(title, input, out, &[])
+}
+
+/// As `render_html`, but the first line whose plain text contains one of `markers` gets
+/// `id="first-report"`, the header gets a link to it, and the page scrolls to it on load.
+///
+/// The page is streamed, so whether a line matches is known only at the end: the link, its
+/// style (shown right under the header) and the scrolling script come after the log, and only
+/// if a line matched; otherwise the page is exactly `render_html`'s.
+pub fn render_html_marked(
+    title: &str,
+    mut input: impl Read,
+    out: impl Write,
+    markers: &[&str],
+) -> io::Result<()> {
     let mut out = BufWriter::new(out);
     let mut title_html = String::new();
     title.chars().for_each(|c| escape_into(&mut title_html, c));
@@ -79,6 +94,9 @@ pub fn render_html(title: &str, mut input: impl Read, out: impl Write) -> io::Re
         style: Style::default(),
         html: String::new(),
         active: false,
+        markers,
+        marked: false,
+        plain: String::new(),
     };
     let mut parser = Parser::new();
     let mut buf = vec![0u8; CHUNK];
@@ -104,13 +122,23 @@ pub fn render_html(title: &str, mut input: impl Read, out: impl Write) -> io::Re
     }
     term.error.take().map_or(Ok(()), Err)?;
     let mut out = term.out;
-    out.write_all(b"</pre>\n</body>\n</html>\n")?;
+    out.write_all(b"</pre>\n")?;
+    if term.marked {
+        out.write_all(FIRST_REPORT_LINK.as_bytes())?;
+    }
+    out.write_all(b"</body>\n</html>\n")?;
     out.flush()
 }
 
+/// Placed under the header by the flex order, as it can only be written after the log.
+const FIRST_REPORT_LINK: &str = "<style>body{display:flex;flex-direction:column}h1{order:0}\
+    .jump{order:1;color:#3b8eea;margin-bottom:1em}pre{order:2}#first-report{background:#5a1d1d}\
+    </style>\n<a class=\"jump\" href=\"#first-report\">Jump to the first report</a>\n<script>\
+    document.getElementById(\"first-report\").scrollIntoView({block:\"center\"});</script>\n";
+
 /// One line of terminal state. `Perform` callbacks cannot return errors, so
 /// the first write error is parked in `error` and checked after each chunk.
-struct Term<W: Write> {
+struct Term<'m, W: Write> {
     out: W,
     error: Option<io::Error>,
     line: Vec<(char, Style)>,
@@ -120,11 +148,26 @@ struct Term<W: Write> {
     html: String,
     /// Whether the parser reported anything during the current chunk.
     active: bool,
+    /// The first line containing one of these gets the `first-report` anchor.
+    markers: &'m [&'m str],
+    /// Whether a line got it already.
+    marked: bool,
+    /// Reused for the plain text of a line, to look for the markers.
+    plain: String,
 }
 
-impl<W: Write> Term<W> {
+impl<W: Write> Term<'_, W> {
     fn emit_line(&mut self) {
         self.html.clear();
+        let anchor = !self.marked && !self.markers.is_empty() && {
+            self.plain.clear();
+            self.plain.extend(self.line.iter().map(|&(c, _)| c));
+            self.markers.iter().any(|m| self.plain.contains(m))
+        };
+        if anchor {
+            self.marked = true;
+            self.html.push_str("<span id=\"first-report\">");
+        }
         for run in self.line.chunk_by(|a, b| a.1 == b.1) {
             let styled = run[0].1 != Style::default();
             if styled {
@@ -135,6 +178,9 @@ impl<W: Write> Term<W> {
             if styled {
                 self.html.push_str("</span>");
             }
+        }
+        if anchor {
+            self.html.push_str("</span>");
         }
         self.html.push('\n');
         if self.error.is_none() {
@@ -247,7 +293,7 @@ fn escape_into(html: &mut String, c: char) {
     }
 }
 
-impl<W: Write> Perform for Term<W> {
+impl<W: Write> Perform for Term<'_, W> {
     fn print(&mut self, c: char) {
         self.active = true;
         // vte hands DEL to `print`; a terminal would not draw it.
@@ -460,6 +506,30 @@ mod tests {
         log.resize(3 * MAX_SILENT, b'a');
         log.extend_from_slice(b"\nvisible\n");
         assert!(body(&log).ends_with("visible\n"));
+    }
+
+    #[test]
+    fn first_report_is_anchored_once() {
+        let markers = ["Undefined Behavior: ", "ERROR: AddressSanitizer: "];
+        let marked = |input: &mut dyn Read, markers: &[&str]| {
+            let mut out = Vec::new();
+            render_html_marked("t", input, &mut out, markers).unwrap();
+            String::from_utf8(out).unwrap()
+        };
+        // The marker is looked for in the text shown, whatever the colours and redraws.
+        let log = b"ok\r\n\x1b[1;31merror\x1b[0m: Undefined \x1b[1mBehavior\x1b[0m: x\r\n\
+                    progress\rerror: Undefined Behavior: y\n";
+        let html = marked(&mut &log[..], &markers);
+        assert_eq!(html.matches("id=\"first-report\"").count(), 1);
+        let line = "<span id=\"first-report\"><span class=\"fg1 b\">error</span>: Undefined \
+                    <span class=\"b\">Behavior</span>: x</span>\nerror: Undefined Behavior: y\n</pre>";
+        assert!(html.contains(&format!("<pre>\nok\n{line}\n{FIRST_REPORT_LINK}</body>")));
+        assert_eq!(marked(&mut Trickle(log, 0), &markers), html);
+        // No marker matches, or none given: no anchor and no link.
+        let plain = page(&b"all fine\n"[..]);
+        assert_eq!(marked(&mut &b"all fine\n"[..], &markers), plain);
+        assert_eq!(marked(&mut &log[..], &[]), page(&log[..]));
+        assert!(!page(&log[..]).contains("first-report"));
     }
 
     #[test]

@@ -90,8 +90,21 @@ pub async fn run(args: RunArgs) -> Result<u8> {
     }
     let total = plan.jobs.len() as u64;
     let agent_config = agent_config(&args.agent).await?;
+    let tool = args.select.tool;
+    match crater_agent::session::probe(&agent_config)
+        .await?
+        .get(tool.name())
+    {
+        Some(Ok(())) => {}
+        Some(Err(reason)) => bail!(
+            "the tool `{tool}` cannot run on this machine: {reason}. The image built from \
+             docker/Dockerfile has everything (use it with --image TAG --toolchain image)"
+        ),
+        None => bail!("the worker image has no tool `{tool}` (docker/worker.sh defines the tools)"),
+    }
 
-    let (coordinator, mut events) = Coordinator::new(store.clone(), args.select.timeout, plan.jobs);
+    let (coordinator, mut events) =
+        Coordinator::new(store.clone(), limits(&args.select), plan.jobs);
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let address = listener.local_addr()?;
     let server_stop = CancellationToken::new();
@@ -200,7 +213,7 @@ pub async fn serve(args: ServeArgs) -> Result<u8> {
     let store = LocalStore::open(&args.select.out)?;
     let plan = plan(&args.select, &store).await?;
     let total = plan.jobs.len() as u64;
-    let (coordinator, mut events) = Coordinator::new(store, args.select.timeout, plan.jobs);
+    let (coordinator, mut events) = Coordinator::new(store, limits(&args.select), plan.jobs);
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
@@ -254,6 +267,14 @@ pub async fn serve(args: ServeArgs) -> Result<u8> {
     } else {
         exit::INPUT_REFUSED
     })
+}
+
+fn limits(args: &SelectArgs) -> crater_proto::pb::Limits {
+    crater_proto::pb::Limits {
+        timeout_secs: args.timeout.as_secs().max(1),
+        idle_timeout_secs: args.idle_timeout.as_secs().max(1),
+        max_log_bytes: args.max_log_bytes,
+    }
 }
 
 /// Serves `coordinator` on `listener` until `stop` fires.

@@ -47,7 +47,7 @@ pub struct Coordinator {
 struct Inner {
     state: Mutex<State>,
     store: LocalStore,
-    timeout: Duration,
+    limits: pb::Limits,
     events: mpsc::UnboundedSender<Event>,
     complete: watch::Sender<bool>,
     started: Instant,
@@ -77,7 +77,7 @@ struct Agent {
 impl Coordinator {
     pub fn new(
         store: LocalStore,
-        timeout: Duration,
+        limits: pb::Limits,
         jobs: Vec<JobSpec>,
     ) -> (Coordinator, mpsc::UnboundedReceiver<Event>) {
         let (events, events_rx) = mpsc::unbounded_channel();
@@ -92,7 +92,7 @@ impl Coordinator {
                 ..State::default()
             }),
             store,
-            timeout,
+            limits,
             events,
             complete,
             started: Instant::now(),
@@ -218,9 +218,7 @@ impl Coordinator {
             }),
             tool: spec.tool.to_string(),
             target,
-            limits: Some(pb::Limits {
-                timeout_secs: self.inner.timeout.as_secs(),
-            }),
+            limits: Some(self.inner.limits),
         }))
     }
 
@@ -369,6 +367,9 @@ impl Coordinator {
             failed_step: (!done.failed_step.is_empty()).then(|| done.failed_step.clone()),
             exit_code: done.exit_code,
             timed_out: done.timed_out,
+            timeout_kind: (!done.timeout_kind.is_empty()).then(|| done.timeout_kind.clone()),
+            oom: done.oom,
+            log_truncated_bytes: done.log_truncated_bytes,
             harness_error: (!done.harness_error.is_empty()).then(|| done.harness_error.clone()),
             duration_ms: done.duration_ms,
             peak_memory_bytes: done.peak_memory_bytes,

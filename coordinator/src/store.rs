@@ -29,6 +29,15 @@ pub struct ResultRecord {
     pub failed_step: Option<String>,
     pub exit_code: i32,
     pub timed_out: bool,
+    /// Which limit ended a timed-out job: `wall`, `idle` or `backstop`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub timeout_kind: Option<String>,
+    /// The kernel OOM-killed one of the job's processes.
+    #[serde(default)]
+    pub oom: bool,
+    /// Bytes dropped from the middle of the log (`--max-log-bytes`).
+    #[serde(default)]
+    pub log_truncated_bytes: u64,
     /// Why the harness (not the crate) failed, for `error`.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub harness_error: Option<String>,
@@ -163,6 +172,9 @@ mod tests {
             failed_step: Some("build".into()),
             exit_code: 101,
             timed_out: false,
+            timeout_kind: None,
+            oom: false,
+            log_truncated_bytes: 0,
             harness_error: None,
             duration_ms: 1234,
             peak_memory_bytes: 0,

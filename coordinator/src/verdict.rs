@@ -7,13 +7,15 @@ use crater_proto::pb;
 use crater_proto::verdict::Verdict;
 
 pub fn decide(done: &pb::JobDone) -> Verdict {
-    if done.timed_out {
+    let failed = done.timed_out || !done.failed_step.is_empty() || done.exit_code != 0;
+    if done.oom && failed {
+        // The kernel killed part of the job for memory: whatever failed after that is spurious.
+        Verdict::Oom
+    } else if done.timed_out {
         // Before `error`: a job that outlived even the agent's backstop did time out.
         Verdict::Timeout
     } else if !done.harness_error.is_empty() {
         Verdict::Error
-    } else if done.oom {
-        Verdict::Oom
     } else if done.failed_step.is_empty() && done.exit_code == 0 {
         Verdict::Pass
     } else {
@@ -49,6 +51,21 @@ mod tests {
             ..done("build", 137)
         };
         assert_eq!(decide(&oom), Verdict::Oom);
+        let oom_timeout = pb::JobDone {
+            oom: true,
+            timed_out: true,
+            ..done("test", 124)
+        };
+        assert_eq!(decide(&oom_timeout), Verdict::Oom);
+        let survived = pb::JobDone {
+            oom: true,
+            ..done("", 0)
+        };
+        assert_eq!(
+            decide(&survived),
+            Verdict::Pass,
+            "a test may OOM-kill a child and pass"
+        );
         let harness = pb::JobDone {
             harness_error: "container lost".into(),
             ..done("", 0)

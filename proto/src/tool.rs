@@ -15,16 +15,22 @@ pub enum Tool {
     Build,
     /// `cargo test --no-fail-fast`, after building the tests.
     Test,
+    /// The tests under Miri (nextest, one interpreter per test), then the doc tests.
+    Miri,
+    /// The tests built and run with AddressSanitizer.
+    Asan,
 }
 
 impl Tool {
-    pub const ALL: &[Tool] = &[Tool::Check, Tool::Build, Tool::Test];
+    pub const ALL: &[Tool] = &[Tool::Check, Tool::Build, Tool::Test, Tool::Miri, Tool::Asan];
 
     pub fn name(self) -> &'static str {
         match self {
             Tool::Check => "check",
             Tool::Build => "build",
             Tool::Test => "test",
+            Tool::Miri => "miri",
+            Tool::Asan => "asan",
         }
     }
 }
@@ -36,7 +42,7 @@ impl fmt::Display for Tool {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("unknown tool `{0}` (known tools: check, build, test)")]
+#[error("unknown tool `{0}` (known tools: check, build, test, miri, asan)")]
 pub struct UnknownTool(String);
 
 impl FromStr for Tool {
