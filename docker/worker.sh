@@ -5,8 +5,10 @@
 # as long as the container lives. The agent on the other end never talks to a shell: only to this
 # loop, over this protocol.
 #
-#   stdin:  job NONCE TOOL TARGET TIMEOUT_SECS ARCHIVE_BYTES\n  then ARCHIVE_BYTES bytes: a gzip'd
-#           tar whose one top directory is the crate (a .crate file from crates.io is one).
+#   stdin:  job NONCE TOOL TARGET TIMEOUT_SECS ARCHIVE_BYTES PREPARED\n  then ARCHIVE_BYTES bytes: a
+#           gzip'd tar whose one top directory is the crate (a .crate file from crates.io is one).
+#           PREPARED=1 (offline builds): no archive follows; `crater-worker --fetch` already put
+#           the crate in /build and its dependencies in cargo's home, and nothing is downloaded.
 #   stdout: the job's terminal output, then a line
 #           @@crater-end NONCE STEP EXIT TIMED_OUT OOM PEAK_BYTES
 #           STEP is the step that failed ("-" when all passed), EXIT its exit status, TIMED_OUT
@@ -131,10 +133,17 @@ feature_args() {
         (if any($m[]; .["no-default-features"] == true) then "--no-default-features" else empty end)'
 }
 
-# Steps every tool starts with: resolve the newest compatible dependencies (as the seed does) and
-# download them, so a crate that cannot be resolved is a prepare failure, not a build failure.
+# Resolves the newest compatible dependencies (as the seed does) and downloads them, so a crate
+# that cannot be resolved is a prepare failure, not a build failure.
+fetch_dependencies() {
+    run_step prepare cargo update --quiet && run_step prepare cargo fetch --quiet
+}
+
+# Steps every tool starts with. Offline, the dependencies are already here.
 prepare() {
-    run_step prepare cargo update --quiet && run_step prepare cargo fetch --quiet || return 1
+    if [ "${CARGO_NET_OFFLINE:-}" != true ]; then
+        fetch_dependencies || return 1
+    fi
     mapfile -t FEATURES < <(feature_args)
     ((${#FEATURES[@]} == 0)) || printf '\033[1m[crater-at-home] features: %s\033[0m\n' "${FEATURES[*]}"
 }
@@ -169,6 +178,10 @@ tool_asan() {
     export RUSTDOCFLAGS="$RUSTFLAGS" RUST_MIN_STACK=1073741824
     export ASAN_OPTIONS=color=always:detect_leaks=0:detect_stack_use_after_return=true:allocator_may_return_null=1:detect_invalid_pointer_pairs=2
     ulimit -s 1048576 2>/dev/null || ulimit -s unlimited 2>/dev/null
+    # Without a symbolizer the reports have bare addresses and say nothing of the crate at fault.
+    for symbolizer in /usr/lib/llvm-*/bin/llvm-symbolizer; do
+        export ASAN_SYMBOLIZER_PATH=$symbolizer
+    done
     prepare &&
         run_step build cargo test --no-run --target="$TARGET" "${FEATURES[@]}" &&
         run_step test cargo test --no-fail-fast --target="$TARGET" "${FEATURES[@]}"
@@ -203,7 +216,38 @@ clean_slate() {
     find /build /tmp "$CARGO_HOME" -mindepth 1 -delete 2>/dev/null
 }
 
+# Per-job scratch files of the loop (in /tmp, emptied between jobs).
+job_files() {
+    TICK_FIFO=$(mktemp -u /tmp/.crater-tick.XXXXXX) PEAK_FILE=/tmp/.crater-peak
+    RESULT_FILE=/tmp/.crater-result OOMS_AT_START=$(oom_kills)
+    mkfifo "$TICK_FIFO"
+    echo 0 >"$PEAK_FILE"
+}
+
+# Unpacks the crate archive (ARCHIVE_BYTES bytes on stdin) into /build; 0 on success.
+unpack_crate() {
+    # Read exactly the archive's bytes, whatever happens after, so the stream stays in step.
+    head -c "$ARCHIVE_BYTES" >/tmp/crate.tar.gz
+    tar -xzf /tmp/crate.tar.gz -C /build 2>&1
+    local code=$?
+    rm -f /tmp/crate.tar.gz
+    return $code
+}
+
 case "${1:-}" in
+--fetch)
+    # The networked half of an offline build: a short-lived container that shares /build and
+    # cargo's home with the slot (which has no network), unpacks the crate from stdin and
+    # downloads its dependencies. Its exit status says whether that worked.
+    TIMEOUT=${2:-3600} ARCHIVE_BYTES=${3:?archive size}
+    find /build /tmp "$CARGO_HOME" -mindepth 1 -delete 2>/dev/null
+    job_files
+    unpack_crate || exit 2
+    dirs=(/build/*/)
+    [ "${#dirs[@]}" = 1 ] || { echo "crater-worker: the archive must hold exactly one directory"; exit 2; }
+    cd "${dirs[0]}" && fetch_dependencies
+    exit $?
+    ;;
 --list-tools)
     declare -F | sed -n 's/^declare -f tool_//p'
     exit 0
@@ -224,22 +268,19 @@ case "${1:-}" in
 esac
 
 clean_slate
-while IFS=' ' read -r verb NONCE TOOL TARGET TIMEOUT ARCHIVE_BYTES; do
+while IFS=' ' read -r verb NONCE TOOL TARGET TIMEOUT ARCHIVE_BYTES PREPARED; do
     if [ "$verb" != job ]; then
         echo "crater-worker: ignoring unknown request '$verb'"
         continue
     fi
     FAILED_STEP=- EXIT_CODE=0 TIMED_OUT=0 OOM=0 FEATURES=()
-    # Read exactly the archive's bytes, whatever happens after, so the stream stays in step.
-    head -c "$ARCHIVE_BYTES" >/tmp/crate.tar.gz
-    if ! tar -xzf /tmp/crate.tar.gz -C /build 2>&1; then
-        FAILED_STEP=prepare EXIT_CODE=2
+    if [ "${PREPARED:-0}" = 1 ]; then
+        export CARGO_NET_OFFLINE=true
+    else
+        unset CARGO_NET_OFFLINE
+        unpack_crate || FAILED_STEP=prepare EXIT_CODE=2
     fi
-    rm -f /tmp/crate.tar.gz
-    TICK_FIFO=$(mktemp -u /tmp/.crater-tick.XXXXXX) PEAK_FILE=/tmp/.crater-peak
-    RESULT_FILE=/tmp/.crater-result OOMS_AT_START=$(oom_kills)
-    mkfifo "$TICK_FIFO"
-    echo 0 >"$PEAK_FILE"
+    job_files
     dirs=(/build/*/)
     if [ "$FAILED_STEP" = - ] && [ "${#dirs[@]}" != 1 ]; then
         echo "crater-worker: the archive must hold exactly one directory"

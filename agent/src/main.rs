@@ -2,6 +2,7 @@
 
 use anyhow::Result;
 use clap::Parser;
+use crater_agent::session::Network;
 use crater_agent::toolchain::ToolchainSource;
 use crater_agent::{AgentConfig, run_agent};
 use tokio_util::sync::CancellationToken;
@@ -37,6 +38,11 @@ struct Args {
     /// mounted read-only), `image` (the image's own), or the path of a sysroot to mount.
     #[arg(long, default_value = "host")]
     toolchain: ToolchainSource,
+    /// `off`: dependencies are fetched by a short-lived container first and the build itself
+    /// runs with no network at all; a crate whose dependencies cannot be resolved is then
+    /// `prepare-fail`. `on`: cargo fetches inside the build container, as the seed does.
+    #[arg(long, value_enum, default_value = "on")]
+    network: Network,
 }
 
 #[tokio::main]
@@ -51,6 +57,7 @@ async fn main() -> Result<()> {
     config.pids_limit = args.pids_limit;
     config.image = args.image;
     config.toolchain = args.toolchain;
+    config.network = args.network == Network::On;
     if let Some(name) = args.name {
         config.name = name;
     }

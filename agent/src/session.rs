@@ -34,6 +34,15 @@ pub const LOG_TAIL_BYTES: usize = 64 * 1024;
 /// The idle limit when the coordinator sets none.
 const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
+/// Whether builds may use the network (`--network`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Network {
+    /// Cargo downloads dependencies inside the build container, as the seed does.
+    On,
+    /// A fetch container downloads the dependencies; the build runs with no network at all.
+    Off,
+}
+
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
     /// The coordinator's URL, e.g. `http://127.0.0.1:7878`.
@@ -48,6 +57,8 @@ pub struct AgentConfig {
     /// The CA bundle to give the containers; `None` leaves them the image's own.
     pub ca_bundle: Option<PathBuf>,
     pub download_url: String,
+    /// Whether builds may use the network (`--network on|off`).
+    pub network: bool,
 }
 
 impl AgentConfig {
@@ -63,6 +74,7 @@ impl AgentConfig {
             toolchain: ToolchainSource::Host,
             ca_bundle: ca.is_file().then_some(ca),
             download_url: DEFAULT_DOWNLOAD_URL.to_owned(),
+            network: true,
         }
     }
 }
@@ -88,6 +100,7 @@ async fn slot_config(config: &AgentConfig, docker: &bollard::Docker) -> Result<S
         pids_limit: config.pids_limit,
         env: proxy_env(),
         extra_tools,
+        network: config.network,
     })
 }
 

@@ -46,6 +46,9 @@ pub struct SlotConfig {
     pub env: Vec<String>,
     /// Host binaries (cargo-nextest) mounted read-only into `/opt/crater-tools`.
     pub extra_tools: Vec<PathBuf>,
+    /// Whether builds may use the network. Without it, a short-lived fetch container with the
+    /// network downloads each crate's dependencies first, and the slot container has none.
+    pub network: bool,
 }
 
 /// A job as the container sees it.
@@ -173,9 +176,23 @@ impl Slot {
         log: &mut impl LogSink,
     ) -> Result<EndLine, JobError> {
         self.ensure_container().await.map_err(JobError::Docker)?;
+        let prepared = !self.config.network;
+        if prepared {
+            let code = self.fetch(job, log).await?;
+            if code != 0 {
+                return Ok(EndLine {
+                    failed_step: Some("prepare".to_owned()),
+                    exit_code: code,
+                    timed_out: false,
+                    oom: false,
+                    peak_memory_bytes: 0,
+                });
+            }
+        }
         let nonce = hex::encode(rand::random::<[u8; 16]>());
         let backstop = job.timeout * 4 + Duration::from_secs(120);
-        let result = tokio::time::timeout(backstop, self.exchange(&nonce, job, log)).await;
+        let exchange = self.exchange(&nonce, job, prepared, log);
+        let result = tokio::time::timeout(backstop, exchange).await;
         match result {
             Ok(Ok(end)) => Ok(end),
             Ok(Err(e)) => {
@@ -196,15 +213,19 @@ impl Slot {
         &mut self,
         nonce: &str,
         job: &Job<'_>,
+        prepared: bool,
         log: &mut impl LogSink,
     ) -> Result<EndLine, JobError> {
         let container = self.container.as_mut().expect("ensured");
+        // A prepared crate is already in /build: no archive follows.
+        let archive: &[u8] = if prepared { &[] } else { job.archive };
         let header = format!(
-            "job {nonce} {} {} {} {}\n",
+            "job {nonce} {} {} {} {} {}\n",
             job.tool,
             job.target,
             job.timeout.as_secs().max(1),
-            job.archive.len()
+            archive.len(),
+            u8::from(prepared)
         );
         let lost = |e: std::io::Error| JobError::ContainerLost(format!("writing the job: {e}"));
         container
@@ -212,7 +233,7 @@ impl Slot {
             .write_all(header.as_bytes())
             .await
             .map_err(lost)?;
-        container.input.write_all(job.archive).await.map_err(lost)?;
+        container.input.write_all(archive).await.map_err(lost)?;
         container.input.flush().await.map_err(lost)?;
 
         let mut scanner = EndScanner::new(nonce);
@@ -240,6 +261,58 @@ impl Slot {
                 return end.map_err(JobError::Protocol);
             }
         }
+    }
+
+    /// The networked half of an offline build: a fetch container sharing the slot's /build and
+    /// cargo home unpacks the crate and downloads its dependencies. Returns its exit status.
+    async fn fetch(&mut self, job: &Job<'_>, log: &mut impl LogSink) -> Result<i32, JobError> {
+        let slot_id = self.container_id().expect("ensured").to_owned();
+        let mut body = container_body(&self.config, self.index, Some(self.cpu));
+        let host = body.host_config.as_mut().expect("set");
+        host.network_mode = None;
+        host.volumes_from = Some(vec![slot_id]);
+        host.tmpfs.as_mut().expect("set").remove("/cargo");
+        body.volumes = None;
+        body.stdin_once = Some(true);
+        body.cmd = Some(vec![
+            "--fetch".to_owned(),
+            job.timeout.as_secs().max(1).to_string(),
+            job.archive.len().to_string(),
+        ]);
+        let docker = self.docker.clone();
+        let id = docker
+            .create_container(None, body)
+            .await
+            .map_err(|e| JobError::Docker(e.into()))?
+            .id;
+        let result = async {
+            let attach = AttachContainerOptionsBuilder::default()
+                .stdin(true)
+                .stdout(true)
+                .stderr(true)
+                .stream(true)
+                .build();
+            let mut attached = docker.attach_container(&id, Some(attach)).await?;
+            docker.start_container(&id, None).await?;
+            attached.input.write_all(job.archive).await?;
+            attached.input.shutdown().await?;
+            loop {
+                let next = tokio::time::timeout(job.idle_timeout, next_piece(&mut attached.output));
+                match next.await {
+                    Err(_) => return Ok(Err(JobError::Idle(job.idle_timeout))),
+                    Ok(piece) => match piece? {
+                        Some(piece) => log.write(piece).await,
+                        None => break,
+                    },
+                }
+            }
+            let info = docker.inspect_container(&id, None).await?;
+            let code = info.state.and_then(|s| s.exit_code).unwrap_or(-1);
+            anyhow::Ok(Ok(i32::try_from(code).unwrap_or(-1)))
+        }
+        .await;
+        docker::remove(&docker, &id).await;
+        result.map_err(JobError::Docker)?
     }
 
     /// Removes the container and says how it ended, for the log.
@@ -291,6 +364,20 @@ fn container_body(config: &SlotConfig, index: u32, cpu: Option<u32>) -> Containe
     let memory = i64::try_from(config.memory_bytes).unwrap_or(i64::MAX);
     let mut labels = docker::owner_labels();
     labels.insert("org.crater-at-home.slot-index".into(), index.to_string());
+    let mut tmpfs = HashMap::from([(
+        "/tmp".to_owned(),
+        "rw,exec,nosuid,nodev,mode=1777".to_owned(),
+    )]);
+    let mut volumes = vec!["/build".to_owned()];
+    if config.network {
+        tmpfs.insert(
+            "/cargo".to_owned(),
+            format!("rw,exec,nosuid,nodev,uid={CONTAINER_UID},gid={CONTAINER_UID}"),
+        );
+    } else {
+        // Shared with the fetch container, which a tmpfs could not be.
+        volumes.push("/cargo".to_owned());
+    }
     let mut env = vec![format!("CRATER_SLOT={index}")];
     env.extend(config.env.iter().cloned());
     ContainerCreateBody {
@@ -303,7 +390,7 @@ fn container_body(config: &SlotConfig, index: u32, cpu: Option<u32>) -> Containe
         open_stdin: Some(true),
         stdin_once: Some(false),
         tty: Some(false),
-        volumes: Some(vec!["/build".to_owned()]),
+        volumes: Some(volumes),
         host_config: Some(HostConfig {
             cpuset_cpus: cpu.map(|c| c.to_string()),
             memory: Some(memory),
@@ -312,16 +399,8 @@ fn container_body(config: &SlotConfig, index: u32, cpu: Option<u32>) -> Containe
             readonly_rootfs: Some(true),
             cap_drop: Some(vec!["ALL".to_owned()]),
             security_opt: Some(vec!["no-new-privileges".to_owned()]),
-            tmpfs: Some(HashMap::from([
-                (
-                    "/tmp".to_owned(),
-                    "rw,exec,nosuid,nodev,mode=1777".to_owned(),
-                ),
-                (
-                    "/cargo".to_owned(),
-                    format!("rw,exec,nosuid,nodev,uid={CONTAINER_UID},gid={CONTAINER_UID}"),
-                ),
-            ])),
+            tmpfs: Some(tmpfs),
+            network_mode: (!config.network).then(|| "none".to_owned()),
             binds: Some(binds),
             log_config: Some(HostConfigLogConfig {
                 typ: Some("none".to_owned()),

@@ -86,6 +86,11 @@ pub struct AgentArgs {
     /// mounted read-only), `image` (the image's own), or the path of a sysroot to mount.
     #[arg(long, default_value = "host")]
     pub toolchain: crater_agent::toolchain::ToolchainSource,
+    /// `off`: dependencies are fetched by a short-lived container first and the build itself
+    /// runs with no network at all; a crate whose dependencies cannot be resolved is then
+    /// `prepare-fail`. `on`: cargo fetches inside the build container, as the seed does.
+    #[arg(long, value_enum, default_value = "on")]
+    pub network: crater_agent::session::Network,
 }
 
 #[derive(Args, Debug, Clone)]

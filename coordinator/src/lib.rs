@@ -7,7 +7,8 @@
 //! - [`select`], [`index`], [`local_crate`]: from user input to jobs (crates.io versions and
 //!   checksums; local directories packed like .crate files).
 //! - [`queue`]: the job queue and leases (pure bookkeeping, unit-tested).
-//! - [`server`]: the gRPC service: agent streams, log spooling, publishing results.
+//! - [`server`]: the gRPC service: agent streams, leases, publishing results.
+//! - [`spool`]: a running job's log on disk.
 //! - [`verdict`]: the facts an agent reports, judged into a verdict.
 //! - [`store`]: the result store (local directory; the seed's layout) and the JSON record.
 //! - [`render`]: a raw terminal log as an HTML page.
@@ -24,6 +25,7 @@ pub mod render;
 pub mod run;
 pub mod select;
 pub mod server;
+pub mod spool;
 pub mod status;
 pub mod store;
 pub mod verdict;

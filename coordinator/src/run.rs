@@ -193,6 +193,7 @@ async fn agent_config(args: &AgentArgs) -> Result<AgentConfig> {
     config.memory_bytes = args.memory_gb << 30;
     config.pids_limit = args.pids_limit;
     config.toolchain = args.toolchain.clone();
+    config.network = args.network == crater_agent::session::Network::On;
     config.image = match &args.image {
         Some(image) => Some(image.clone()),
         None => {

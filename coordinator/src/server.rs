@@ -6,19 +6,18 @@
 //! never stalls the agent's stream. A stream that ends puts its unfinished jobs back in the queue.
 
 use crate::queue::{Assignment, ConnId, JobId, JobSource, JobSpec, Queue};
+use crate::spool::Spool;
 use crate::store::{LocalStore, ResultRecord};
 use crate::verdict::decide;
 use crater_proto::pb::{
     self, agent_message::Msg as AgentMsg, coordinator_message::Msg as CoordMsg,
 };
 use crater_proto::verdict::Verdict;
-use sha2::{Digest, Sha256};
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -351,7 +350,15 @@ impl Coordinator {
         {
             done.harness_error = problem;
         }
-        let verdict = decide(&done);
+        let diagnosis = {
+            let (path, name) = (path.clone(), spec.name.clone());
+            tokio::task::spawn_blocking(move || {
+                let log = std::io::BufReader::new(std::fs::File::open(path)?);
+                crate::diagnose::diagnose(log, &name)
+            })
+            .await??
+        };
+        let verdict = decide(&done, &diagnosis);
         let finished_at = time::OffsetDateTime::now_utc();
         let started_at = finished_at - Duration::from_millis(done.duration_ms);
         let record = ResultRecord {
@@ -370,6 +377,8 @@ impl Coordinator {
             timeout_kind: (!done.timeout_kind.is_empty()).then(|| done.timeout_kind.clone()),
             oom: done.oom,
             log_truncated_bytes: done.log_truncated_bytes,
+            causes: diagnosis.causes,
+            probable_false_positive: diagnosis.probable_false_positive,
             harness_error: (!done.harness_error.is_empty()).then(|| done.harness_error.clone()),
             duration_ms: done.duration_ms,
             peak_memory_bytes: done.peak_memory_bytes,
@@ -580,54 +589,3 @@ fn rfc3339(t: time::OffsetDateTime) -> String {
 }
 
 type Spools = HashMap<(JobId, u32), Spool>;
-
-/// A running job's log on disk.
-struct Spool {
-    path: PathBuf,
-    file: tokio::io::BufWriter<tokio::fs::File>,
-    len: u64,
-    sha: Sha256,
-    broken: Option<String>,
-}
-
-impl Spool {
-    async fn create(path: PathBuf) -> std::io::Result<Spool> {
-        if let Some(dir) = path.parent() {
-            tokio::fs::create_dir_all(dir).await?;
-        }
-        let file = tokio::fs::File::create(&path).await?;
-        Ok(Spool {
-            path,
-            file: tokio::io::BufWriter::with_capacity(256 * 1024, file),
-            len: 0,
-            sha: Sha256::new(),
-            broken: None,
-        })
-    }
-
-    async fn append(&mut self, offset: u64, data: &[u8]) -> std::io::Result<()> {
-        if offset != self.len {
-            // One stream delivers in order, so this is a broken agent; keep what we have.
-            return Err(std::io::Error::other(format!(
-                "log chunk at offset {offset}, expected {}",
-                self.len
-            )));
-        }
-        self.file.write_all(data).await?;
-        self.sha.update(data);
-        self.len += data.len() as u64;
-        Ok(())
-    }
-
-    /// Closes the file: (path, bytes, SHA-256, what went wrong while spooling).
-    async fn finish(mut self) -> anyhow::Result<(PathBuf, u64, String, Option<String>)> {
-        self.file.flush().await?;
-        let sha = hex::encode(self.sha.finalize());
-        Ok((self.path, self.len, sha, self.broken))
-    }
-
-    async fn discard(self) {
-        drop(self.file);
-        let _ = tokio::fs::remove_file(&self.path).await;
-    }
-}

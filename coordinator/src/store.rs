@@ -6,6 +6,7 @@
 //! and a crash mid-publish leaves no verdict: the next run runs that crate again. This is the
 //! local-directory store; an S3 store with the same keys slots in beside it.
 
+use crate::diagnose::{Cause, REPORT_MARKERS};
 use crate::render;
 use anyhow::{Context, Result};
 use crater_proto::tool::Tool;
@@ -38,6 +39,12 @@ pub struct ResultRecord {
     /// Bytes dropped from the middle of the log (`--max-log-bytes`).
     #[serde(default)]
     pub log_truncated_bytes: u64,
+    /// The UB reports found in the log (Miri, ASan, runtime checks), for `ub`.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub causes: Vec<Cause>,
+    /// ASan warned that its reports may be false positives.
+    #[serde(skip_serializing_if = "std::ops::Not::not", default)]
+    pub probable_false_positive: bool,
     /// Why the harness (not the crate) failed, for `error`.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub harness_error: Option<String>,
@@ -113,9 +120,15 @@ impl LocalStore {
 
         let html = self.html_path(tool, name, version);
         let title = format!("{name} {version} — {tool}: {}", record.status);
+        // Link the page to the first UB report when there is one.
+        let markers: &[&str] = if record.causes.is_empty() {
+            &[]
+        } else {
+            REPORT_MARKERS
+        };
         write_atomically(&html, |out| {
             let input = std::fs::File::open(&raw)?;
-            render::render_html(&title, std::io::BufReader::new(input), out)?;
+            render::render_html_marked(&title, std::io::BufReader::new(input), out, markers)?;
             Ok(())
         })?;
 
@@ -175,6 +188,8 @@ mod tests {
             timeout_kind: None,
             oom: false,
             log_truncated_bytes: 0,
+            causes: Vec::new(),
+            probable_false_positive: false,
             harness_error: None,
             duration_ms: 1234,
             peak_memory_bytes: 0,

@@ -3,10 +3,13 @@
 //! The agent says what happened (which step failed, exit status, limits hit, harness trouble);
 //! only the coordinator decides what that means, so every agent's results are judged alike.
 
+use crate::diagnose::Diagnosis;
 use crater_proto::pb;
 use crater_proto::verdict::Verdict;
 
-pub fn decide(done: &pb::JobDone) -> Verdict {
+/// `diagnosis` is what the log says: a failure with UB reports in its log is `ub`. A passing
+/// job stays `pass` whatever its log says (a test may print such words, or expect the panic).
+pub fn decide(done: &pb::JobDone, diagnosis: &Diagnosis) -> Verdict {
     let failed = done.timed_out || !done.failed_step.is_empty() || done.exit_code != 0;
     if done.oom && failed {
         // The kernel killed part of the job for memory: whatever failed after that is spurious.
@@ -16,8 +19,10 @@ pub fn decide(done: &pb::JobDone) -> Verdict {
         Verdict::Timeout
     } else if !done.harness_error.is_empty() {
         Verdict::Error
-    } else if done.failed_step.is_empty() && done.exit_code == 0 {
+    } else if !failed {
         Verdict::Pass
+    } else if !diagnosis.causes.is_empty() {
+        Verdict::Ub
     } else {
         Verdict::for_failed_step(&done.failed_step)
     }
@@ -26,6 +31,31 @@ pub fn decide(done: &pb::JobDone) -> Verdict {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::diagnose::Cause;
+
+    fn decide(done: &pb::JobDone) -> Verdict {
+        super::decide(done, &Diagnosis::default())
+    }
+
+    #[test]
+    fn a_failure_with_ub_reports_is_ub_a_pass_stays_a_pass() {
+        let ub = Diagnosis {
+            causes: vec![Cause {
+                kind: "heap-buffer-overflow".into(),
+                detector: "asan".into(),
+                source_crate: Some("foo".into()),
+                message: "ERROR: AddressSanitizer: heap-buffer-overflow".into(),
+            }],
+            probable_false_positive: false,
+        };
+        assert_eq!(super::decide(&done("test", 101), &ub), Verdict::Ub);
+        assert_eq!(super::decide(&done("", 0), &ub), Verdict::Pass);
+        let oom = pb::JobDone {
+            oom: true,
+            ..done("test", 137)
+        };
+        assert_eq!(super::decide(&oom, &ub), Verdict::Oom);
+    }
 
     fn done(step: &str, exit: i32) -> pb::JobDone {
         pb::JobDone {

@@ -305,3 +305,67 @@ fn a_missing_tool_fails_at_once_saying_what_is_missing() {
         "no crate was run"
     );
 }
+
+/// Adds `[dependencies]` lines to a fixture's manifest.
+fn with_dependencies(dir: &std::path::Path, deps: &str) {
+    let manifest = dir.join("Cargo.toml");
+    let mut text = std::fs::read_to_string(&manifest).unwrap();
+    text.push_str(&format!("\n[dependencies]\n{deps}\n"));
+    std::fs::write(manifest, text).unwrap();
+}
+
+#[test]
+fn offline_builds_fetch_first_then_build_without_any_network() {
+    let crates = tempfile::tempdir().unwrap();
+    let uses_itoa = make_crate(
+        crates.path(),
+        "fixture-offline-itoa",
+        "#[test]\nfn formats() { assert_eq!(itoa::Buffer::new().format(42u8), \"42\"); }\n",
+        None,
+    );
+    with_dependencies(&uses_itoa, "itoa = \"1\"");
+    let missing_dep = make_crate(crates.path(), "fixture-offline-missing", PASSING_TEST, None);
+    with_dependencies(&missing_dep, "crater-at-home-no-such-dependency = \"1\"");
+    let dials_out = make_crate(
+        crates.path(),
+        "fixture-offline-dials-out",
+        "",
+        Some(
+            "fn main() {\n    match std::net::TcpStream::connect(\"static.crates.io:443\") {\n        \
+             Ok(_) => println!(\"cargo::warning=THE NETWORK IS REACHABLE\"),\n        \
+             Err(e) => panic!(\"no network in the build: {e}\"),\n    }\n}\n",
+        ),
+    );
+    let (out, _) = run_fixtures(
+        &[
+            "--tool",
+            "test",
+            "--slots",
+            "1",
+            "--memory-gb",
+            "2",
+            "--network",
+            "off",
+        ],
+        &[uses_itoa, missing_dep, dials_out],
+    );
+    let itoa = result(out.path(), "test", "fixture-offline-itoa", "0.1.0");
+    assert_eq!(
+        itoa["status"],
+        "pass",
+        "{itoa}\n{}",
+        raw_log(out.path(), "test", "fixture-offline-itoa")
+    );
+    let missing = result(out.path(), "test", "fixture-offline-missing", "0.1.0");
+    assert_eq!(missing["status"], "prepare-fail", "{missing}");
+    assert!(
+        raw_log(out.path(), "test", "fixture-offline-missing")
+            .contains("crater-at-home-no-such-dependency"),
+        "cargo's message names the missing dependency"
+    );
+    let dials = result(out.path(), "test", "fixture-offline-dials-out", "0.1.0");
+    assert_eq!(dials["status"], "build-fail", "{dials}");
+    let log = raw_log(out.path(), "test", "fixture-offline-dials-out");
+    assert!(log.contains("no network in the build"), "{log}");
+    assert!(!log.contains("THE NETWORK IS REACHABLE"), "{log}");
+}
