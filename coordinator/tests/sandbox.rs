@@ -369,3 +369,35 @@ fn offline_builds_fetch_first_then_build_without_any_network() {
     assert!(log.contains("no network in the build"), "{log}");
     assert!(!log.contains("THE NETWORK IS REACHABLE"), "{log}");
 }
+
+#[test]
+fn features_come_from_the_crates_docs_rs_and_playground_metadata() {
+    let crates = tempfile::tempdir().unwrap();
+    let krate = make_crate(
+        crates.path(),
+        "fixture-features",
+        "#[cfg(all(feature = \"docs-feature\", feature = \"playground-feature\"))]\n\
+         pub fn both() -> u8 { 2 }\n\
+         #[test]\nfn has_both_features() { assert_eq!(both(), 2); }\n",
+        None,
+    );
+    let manifest = krate.join("Cargo.toml");
+    let mut text = std::fs::read_to_string(&manifest).unwrap();
+    text.push_str(
+        "\n[features]\ndocs-feature = []\nplayground-feature = []\n\
+         \n[package.metadata.docs.rs]\nfeatures = [\"docs-feature\"]\n\
+         \n[package.metadata.playground]\nfeatures = [\"playground-feature\"]\n",
+    );
+    std::fs::write(&manifest, text).unwrap();
+    let (out, _) = run_fixtures(
+        &["--tool", "test", "--slots", "1", "--memory-gb", "2"],
+        &[krate],
+    );
+    let r = result(out.path(), "test", "fixture-features", "0.1.0");
+    let log = raw_log(out.path(), "test", "fixture-features");
+    assert_eq!(r["status"], "pass", "{r}\n{log}");
+    assert!(
+        log.contains("--features=docs-feature,playground-feature"),
+        "{log}"
+    );
+}
