@@ -25,6 +25,8 @@ pub enum Command {
     Run(RunArgs),
     /// Serve a coordinator for agents on other machines or processes (`crater-agent`).
     Serve(ServeArgs),
+    /// Print the crates a run with these options would run, in order, one `name version` a line.
+    List(SelectArgs),
     /// Show what a running coordinator is doing.
     Status(StatusArgs),
     /// Manage the worker image.
@@ -46,12 +48,42 @@ pub struct SelectArgs {
     /// A crate in a local directory (its Cargo.toml names it). Repeatable.
     #[arg(long, value_name = "DIR")]
     pub local_crate: Vec<PathBuf>,
+    /// Every crate on crates.io (from the database dump), most downloaded first.
+    #[arg(long, conflicts_with = "top")]
+    pub all: bool,
+    /// The N most downloaded crates on crates.io (recent downloads, from the database dump).
+    #[arg(long, value_name = "N")]
+    pub top: Option<usize>,
+    /// The crates.io database dump for --all and --top: a path or a URL. Its selection is cached
+    /// as crates.json and downloads.json in --out for a day.
+    #[arg(long, value_name = "PATH|URL", default_value = crate::crate_list::DEFAULT_DUMP_URL)]
+    pub db_dump: String,
+    /// Read the dump again even when the cached crate list is less than a day old.
+    #[arg(long)]
+    pub refresh_crates: bool,
     /// Where results go: {tool}/raw, {tool}/logs and {tool}/results under it.
     #[arg(long, default_value = "crater-results")]
     pub out: PathBuf,
-    /// Run crates that already have a result in the output directory again.
+    /// Run crates again even when they have a recent result in the output directory.
     #[arg(long)]
     pub rerun: bool,
+    /// A result younger than this many days counts as finished and is not run again.
+    #[arg(long, value_name = "DAYS", default_value_t = 30)]
+    pub max_age: u64,
+    /// Run only the crates whose last verdict in the output directory is a failure (build-fail,
+    /// test-fail, timeout, oom, error, ub).
+    #[arg(long, conflicts_with = "rerun")]
+    pub retry_failed: bool,
+    /// Never run the crates named in FILE (one a line, `#` comments); a built-in list of crates
+    /// known to print gigabytes and not build always applies. Repeatable.
+    #[arg(long, value_name = "FILE")]
+    pub ignore_file: Vec<PathBuf>,
+    /// Run the least downloaded first (the seed's --rev).
+    #[arg(long)]
+    pub reverse: bool,
+    /// Run in a random order, the same for the same SEED (for sampling).
+    #[arg(long, value_name = "SEED", conflicts_with = "reverse")]
+    pub shuffle: Option<u64>,
     /// Wall-clock limit for each command a job runs (e.g. 3600, 90s, 20m, 1h).
     #[arg(long, default_value = "1h", value_parser = parse_duration)]
     pub timeout: Duration,

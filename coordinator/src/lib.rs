@@ -6,6 +6,9 @@
 //! - [`run`]: `run` (coordinator + local agent) and `serve` (coordinator alone), clean stop.
 //! - [`select`], [`index`], [`local_crate`]: from user input to jobs (crates.io versions and
 //!   checksums; local directories packed like .crate files).
+//! - [`dump`]: crates.io's database dump read: each crate's version to run, recent downloads.
+//! - [`crate_list`]: every crate, most downloaded first, from the dump; cached in the store.
+//! - [`rerun`]: which selected crates are left out (finished, not failed, ignored).
 //! - [`queue`]: the job queue and leases (pure bookkeeping, unit-tested).
 //! - [`server`]: the gRPC service: agent streams, leases, publishing results.
 //! - [`spool`]: a running job's log on disk.
@@ -16,11 +19,14 @@
 //! - [`progress`], [`status`]: what people see: progress, summary, `status`.
 
 pub mod cli;
+pub mod crate_list;
 pub mod diagnose;
+pub mod dump;
 pub mod index;
 pub mod local_crate;
 pub mod progress;
 pub mod queue;
+pub mod rerun;
 pub mod render;
 pub mod run;
 pub mod select;

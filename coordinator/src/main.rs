@@ -17,6 +17,7 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => run::run(args).await,
         Command::Serve(args) => run::serve(args).await,
+        Command::List(args) => run::list(args).await,
         Command::Status(args) => status::status(args).await,
         Command::Image(command) => image(command).await,
     };

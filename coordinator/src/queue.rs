@@ -83,6 +83,8 @@ pub struct Queue {
     pending: VecDeque<JobId>,
     /// Free slots with no job yet, in the order they asked.
     waiting: VecDeque<(ConnId, u32)>,
+    /// Jobs in `Done`, so completion is O(1) after each of hundreds of thousands of jobs.
+    done: usize,
 }
 
 impl Queue {
@@ -187,6 +189,9 @@ impl Queue {
     /// The job's result is stored (or, for `Verdict::Error` from a failed store, given up on).
     pub fn mark_done(&mut self, job: JobId, verdict: Verdict) {
         if let Some(entry) = self.jobs.get_mut(job as usize) {
+            if !matches!(entry.state, JobState::Done(_)) {
+                self.done += 1;
+            }
             entry.state = JobState::Done(verdict);
         }
     }
@@ -237,9 +242,7 @@ impl Queue {
     }
 
     pub fn is_complete(&self) -> bool {
-        self.jobs
-            .iter()
-            .all(|j| matches!(j.state, JobState::Done(_)))
+        self.done == self.jobs.len()
     }
 }
 
@@ -294,7 +297,9 @@ mod tests {
         assert!(q.begin_finish(a, 1, lease.attempt));
         assert!(!q.begin_finish(a, 1, lease.attempt), "a duplicate JobDone");
         q.mark_done(a, Verdict::Pass);
+        q.mark_done(a, Verdict::Pass);
         assert!(q.is_complete());
+        assert_eq!(q.counts().finished, 1, "done once, counted once");
     }
 
     #[test]

@@ -9,11 +9,16 @@ use crate::cli::{AgentArgs, RunArgs, SelectArgs, ServeArgs};
 use crate::index::Index;
 use crate::progress::{self, Progress};
 use crate::queue::JobSpec;
-use crate::select::{self, InputError, Inputs};
+use crate::rerun::{self, Leave, RerunPolicy};
+use crate::select::{self, DumpChoice, InputError, Inputs};
 use crate::server::{Coordinator, Event};
 use crate::store::LocalStore;
 use anyhow::{Context, Result, bail};
 use crater_agent::AgentConfig;
+use crater_proto::verdict::Verdict;
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use std::io::Write;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -31,54 +36,121 @@ pub mod exit {
 pub struct Plan {
     pub jobs: Vec<JobSpec>,
     pub errors: Vec<InputError>,
-    pub already_finished: usize,
 }
 
-/// Selects crates, reports refused entries, and leaves out crates finished in the store.
-pub async fn plan(args: &SelectArgs, store: &LocalStore) -> Result<Plan> {
+/// Selects crates, reports refused entries, records `skipped` verdicts (unless `dry_run`), and
+/// leaves out ignored crates and those the store says need no run. Says what it chose and why
+/// before any work starts.
+pub async fn plan(args: &SelectArgs, store: &LocalStore, dry_run: bool) -> Result<Plan> {
+    let dump = (args.all || args.top.is_some()).then(|| DumpChoice {
+        source: args.db_dump.clone(),
+        refresh: args.refresh_crates,
+        top: args.top,
+    });
     let inputs = Inputs {
         crates: args.crates.clone(),
         crate_lists: args.crate_list.clone(),
         local_crates: args.local_crate.clone(),
+        dump,
+        ignore: rerun::ignore_list(&args.ignore_file)?,
     };
-    if inputs.crates.is_empty() && inputs.crate_lists.is_empty() && inputs.local_crates.is_empty() {
-        bail!("nothing to run: give --crate, --crate-list or --local-crate (see --help)");
+    if inputs.crates.is_empty()
+        && inputs.crate_lists.is_empty()
+        && inputs.local_crates.is_empty()
+        && inputs.dump.is_none()
+    {
+        bail!(
+            "nothing to run: give --crate, --crate-list, --local-crate, --top or --all (see --help)"
+        );
     }
     let index = Index::new(args.index_url.clone())?;
-    let selection = select::select(&inputs, args.tool, &index).await;
+    let selection = select::select(&inputs, args.tool, &index, store.root()).await?;
     for error in &selection.errors {
         eprintln!("error: {error}");
     }
+    let policy = RerunPolicy {
+        rerun: args.rerun,
+        retry_failed: args.retry_failed,
+        max_age: Duration::from_secs(args.max_age.saturating_mul(24 * 3600)),
+    };
+    let now = time::OffsetDateTime::now_utc();
+    let ignored = selection.ignored;
+    let (mut finished, mut not_failed, mut skipped) = (0, 0, 0);
     let mut jobs = Vec::new();
-    let mut already_finished = 0;
     for job in selection.jobs {
-        if !args.rerun && store.result(job.tool, &job.name, &job.version)?.is_some() {
-            already_finished += 1;
-        } else {
-            jobs.push(job);
+        let existing = store.result(job.tool, &job.name, &job.version)?;
+        match policy.leave_out(existing.as_ref(), now) {
+            None => jobs.push(job),
+            Some(Leave::Finished) => finished += 1,
+            Some(Leave::NotFailed) => not_failed += 1,
         }
     }
+    for skip in &selection.skipped {
+        skipped += 1;
+        eprintln!("skipped: {} {}: {}", skip.name, skip.version, skip.reason);
+        let existing = store.result(args.tool, &skip.name, &skip.version)?;
+        if !dry_run && existing.is_none_or(|r| r.status != Verdict::Skipped) {
+            store.publish_skipped(args.tool, &skip.name, &skip.version, &skip.reason)?;
+        }
+    }
+    if args.reverse {
+        jobs.reverse();
+    }
+    if let Some(seed) = args.shuffle {
+        jobs.shuffle(&mut rand::rngs::StdRng::seed_from_u64(seed));
+    }
+
     let mut line = format!("{} crates to run with `{}`", jobs.len(), args.tool);
-    if already_finished > 0 {
-        line.push_str(&format!(
-            ", {already_finished} already finished in {} (--rerun runs them again)",
-            store.root().display()
+    let mut left_out = Vec::new();
+    if finished > 0 {
+        left_out.push(format!(
+            "{finished} already finished in {} within {} days (--rerun or --max-age to run them)",
+            store.root().display(),
+            args.max_age
         ));
     }
+    if not_failed > 0 {
+        left_out.push(format!("{not_failed} not failed (--retry-failed)"));
+    }
+    if ignored > 0 {
+        left_out.push(format!("{ignored} ignored (built-in list, --ignore-file)"));
+    }
+    if skipped > 0 {
+        left_out.push(format!("{skipped} skipped (yanked or missing versions)"));
+    }
     if !selection.errors.is_empty() {
-        line.push_str(&format!(", {} entries refused", selection.errors.len()));
+        left_out.push(format!("{} entries refused", selection.errors.len()));
+    }
+    if !left_out.is_empty() {
+        line.push_str("; ");
+        line.push_str(&left_out.join(", "));
     }
     eprintln!("{line}");
     Ok(Plan {
         jobs,
         errors: selection.errors,
-        already_finished,
+    })
+}
+
+/// `list`: what `run` with the same options would run, without running it.
+pub async fn list(args: SelectArgs) -> Result<u8> {
+    let store = LocalStore::open(&args.out)?;
+    let plan = plan(&args, &store, true).await?;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    for job in &plan.jobs {
+        writeln!(out, "{} {}", job.name, job.version)?;
+    }
+    out.flush()?;
+    Ok(if plan.errors.is_empty() {
+        exit::OK
+    } else {
+        exit::INPUT_REFUSED
     })
 }
 
 pub async fn run(args: RunArgs) -> Result<u8> {
     let store = LocalStore::open(&args.select.out)?;
-    let plan = plan(&args.select, &store).await?;
+    let plan = plan(&args.select, &store, false).await?;
     let input_status = if plan.errors.is_empty() {
         exit::OK
     } else {
@@ -212,7 +284,7 @@ pub async fn serve(args: ServeArgs) -> Result<u8> {
         );
     }
     let store = LocalStore::open(&args.select.out)?;
-    let plan = plan(&args.select, &store).await?;
+    let plan = plan(&args.select, &store, false).await?;
     let total = plan.jobs.len() as u64;
     let (coordinator, mut events) = Coordinator::new(store, limits(&args.select), plan.jobs);
     let listener = TcpListener::bind(args.listen)

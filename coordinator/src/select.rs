@@ -4,7 +4,8 @@
 //! and line it came from), and every good entry still runs. Registry crates are resolved against
 //! the sparse index here, before any container starts, so "no such crate" costs no build time.
 
-use crate::index::Index;
+use crate::crate_list;
+use crate::index::{Index, IndexError};
 use crate::local_crate;
 use crate::queue::{JobSource, JobSpec};
 use crater_proto::crate_ref::CrateRef;
@@ -29,13 +30,39 @@ pub struct Inputs {
     pub crates: Vec<String>,
     pub crate_lists: Vec<PathBuf>,
     pub local_crates: Vec<PathBuf>,
+    /// `--all` / `--top N`: crates from the database dump.
+    pub dump: Option<DumpChoice>,
+    /// Crates never to run (the built-in list and `--ignore-file`). Applied before `--top N`,
+    /// so N crates run.
+    pub ignore: HashSet<String>,
 }
 
-/// The outcome of selection: jobs in input order (duplicates dropped) and the refused entries.
+#[derive(Debug, Clone)]
+pub struct DumpChoice {
+    /// A path or a URL.
+    pub source: String,
+    pub refresh: bool,
+    /// `None`: all of them.
+    pub top: Option<usize>,
+}
+
+/// A crate version that is not run, with a `skipped` verdict saying why (no container needed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    pub name: String,
+    pub version: String,
+    pub reason: String,
+}
+
+/// The outcome of selection: jobs in input order (duplicates dropped), the versions that get a
+/// `skipped` verdict, and the refused entries.
 #[derive(Debug, Default)]
 pub struct Selection {
     pub jobs: Vec<JobSpec>,
+    pub skipped: Vec<Skipped>,
     pub errors: Vec<InputError>,
+    /// Selected crates left out because they are on the ignore list.
+    pub ignored: usize,
 }
 
 /// Reads a crate list: one `name`, `name@version` or `name/version` a line; `#` comments and
@@ -56,8 +83,15 @@ pub fn parse_crate_list(path: &Path, text: &str) -> (Vec<CrateRef>, Vec<InputErr
     (refs, errors)
 }
 
-/// Turns the inputs into jobs for `tool`, resolving registry crates against `index`.
-pub async fn select(inputs: &Inputs, tool: Tool, index: &Index) -> Selection {
+/// Turns the inputs into jobs for `tool`, resolving listed crates against `index` and taking
+/// `--all`/`--top` from the dump (cached under `store_root`). Only an unreadable dump is an
+/// error: bad entries are reported in the selection, and the rest runs.
+pub async fn select(
+    inputs: &Inputs,
+    tool: Tool,
+    index: &Index,
+    store_root: &Path,
+) -> anyhow::Result<Selection> {
     let mut selection = Selection::default();
     let mut refs = Vec::new();
     for entry in &inputs.crates {
@@ -81,10 +115,26 @@ pub async fn select(inputs: &Inputs, tool: Tool, index: &Index) -> Selection {
     }
 
     let mut seen = HashSet::new();
+    // Listed crates on the ignore list are dropped before any index request.
+    let before = refs.len();
+    refs.retain(|r| !inputs.ignore.contains(&r.name));
+    selection.ignored += before - refs.len();
     // A handful of index requests at a time: fast for a list, polite to crates.io.
     let mut resolved = futures::stream::iter(refs.iter().map(|r| index.resolve(r))).buffered(8);
     while let Some(result) = resolved.next().await {
         match result {
+            Ok(r) if r.yanked => selection.skipped.push(Skipped {
+                reason: format!("version {} is yanked", r.version),
+                name: r.name,
+                version: r.version,
+            }),
+            Err(IndexError::NoSuchVersion { name, version, .. }) => {
+                selection.skipped.push(Skipped {
+                    reason: format!("crates.io has no version {version} of {name}"),
+                    name,
+                    version,
+                })
+            }
             Ok(r) => {
                 if seen.insert((r.name.clone(), r.version.clone())) {
                     selection.jobs.push(JobSpec {
@@ -102,8 +152,35 @@ pub async fn select(inputs: &Inputs, tool: Tool, index: &Index) -> Selection {
         }
     }
 
+    if let Some(dump) = &inputs.dump {
+        let all = crate_list::all_crates(store_root, &dump.source, dump.refresh).await?;
+        let take = dump.top.unwrap_or(all.len());
+        let before = all.len();
+        let wanted: Vec<_> = all
+            .into_iter()
+            .filter(|c| !inputs.ignore.contains(&c.name))
+            .collect();
+        if dump.top.is_none() {
+            selection.ignored += before - wanted.len();
+        }
+        for krate in wanted.into_iter().take(take) {
+            if seen.insert((krate.name.clone(), krate.version.clone())) {
+                selection.jobs.push(JobSpec {
+                    name: krate.name,
+                    version: krate.version,
+                    source: JobSource::Registry {
+                        checksum: krate.checksum,
+                    },
+                    tool,
+                    target: String::new(),
+                });
+            }
+        }
+    }
+
     for dir in &inputs.local_crates {
         match local_crate::pack(dir) {
+            Ok(local) if inputs.ignore.contains(&local.name) => selection.ignored += 1,
             Ok(local) => {
                 if seen.insert((local.name.clone(), local.version.clone())) {
                     selection.jobs.push(JobSpec {
@@ -124,7 +201,7 @@ pub async fn select(inputs: &Inputs, tool: Tool, index: &Index) -> Selection {
             ))),
         }
     }
-    selection
+    Ok(selection)
 }
 
 #[cfg(test)]

@@ -379,6 +379,7 @@ impl Coordinator {
             log_truncated_bytes: done.log_truncated_bytes,
             causes: diagnosis.causes,
             probable_false_positive: diagnosis.probable_false_positive,
+            skip_reason: None,
             harness_error: (!done.harness_error.is_empty()).then(|| done.harness_error.clone()),
             duration_ms: done.duration_ms,
             peak_memory_bytes: done.peak_memory_bytes,

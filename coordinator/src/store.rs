@@ -45,6 +45,9 @@ pub struct ResultRecord {
     /// ASan warned that its reports may be false positives.
     #[serde(skip_serializing_if = "std::ops::Not::not", default)]
     pub probable_false_positive: bool,
+    /// Why the crate was not run, for `skipped`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub skip_reason: Option<String>,
     /// Why the harness (not the crate) failed, for `error`.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub harness_error: Option<String>,
@@ -141,6 +144,54 @@ impl LocalStore {
     }
 }
 
+impl LocalStore {
+    /// Records a `skipped` verdict (a yanked or missing version): its log is the reason.
+    pub fn publish_skipped(
+        &self,
+        tool: Tool,
+        name: &str,
+        version: &str,
+        reason: &str,
+    ) -> Result<()> {
+        let spool = self.spool_dir();
+        std::fs::create_dir_all(&spool)?;
+        let log = spool.join(format!("{}-skipped-{name}-{version}", std::process::id()));
+        std::fs::write(&log, format!("[crater-at-home] skipped: {reason}\n"))?;
+        let now = time::OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default();
+        let record = ResultRecord {
+            name: name.to_owned(),
+            version: version.to_owned(),
+            tool: tool.to_string(),
+            target: String::new(),
+            status: Verdict::Skipped,
+            source: "crates.io".to_owned(),
+            failed_step: None,
+            exit_code: 0,
+            timed_out: false,
+            timeout_kind: None,
+            oom: false,
+            log_truncated_bytes: 0,
+            causes: Vec::new(),
+            probable_false_positive: false,
+            skip_reason: Some(reason.to_owned()),
+            harness_error: None,
+            duration_ms: 0,
+            peak_memory_bytes: 0,
+            started_at: now.clone(),
+            finished_at: now,
+            attempt: 0,
+            tries: 0,
+            agent: String::new(),
+            slot: 0,
+            log_bytes: std::fs::metadata(&log)?.len(),
+            log_sha256: String::new(),
+        };
+        self.publish(tool, &record, &log)
+    }
+}
+
 fn create_parent(path: &Path) -> Result<()> {
     let parent = path.parent().expect("store paths have parents");
     std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))
@@ -190,6 +241,7 @@ mod tests {
             log_truncated_bytes: 0,
             causes: Vec::new(),
             probable_false_positive: false,
+            skip_reason: None,
             harness_error: None,
             duration_ms: 1234,
             peak_memory_bytes: 0,

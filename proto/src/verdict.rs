@@ -52,6 +52,19 @@ impl Verdict {
         }
     }
 
+    /// The verdicts `--retry-failed` runs again: the crate (or the harness) failed.
+    pub fn is_failure(self) -> bool {
+        matches!(
+            self,
+            Verdict::BuildFail
+                | Verdict::TestFail
+                | Verdict::Timeout
+                | Verdict::Oom
+                | Verdict::Error
+                | Verdict::Ub
+        )
+    }
+
     /// The verdict a failing worker step earns: the step names are the worker loop's.
     pub fn for_failed_step(step: &str) -> Verdict {
         match step {
