@@ -56,15 +56,20 @@ pub struct Downloader {
     base_url: String,
 }
 
+/// The HTTP client for crates.io (index and downloads): our user agent, bounded waits, and
+/// TLS that trusts the system's CA bundle (a TLS-inspecting proxy included).
+pub fn http_client(timeout: Duration) -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .user_agent(concat!("crater-at-home/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(Duration::from_secs(30))
+        .timeout(timeout)
+        .build()
+}
+
 impl Downloader {
     pub fn new(base_url: impl Into<String>) -> anyhow::Result<Downloader> {
-        let client = reqwest::Client::builder()
-            .user_agent(concat!("crater-at-home/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(Duration::from_secs(30))
-            .timeout(Duration::from_secs(300))
-            .build()?;
         Ok(Downloader {
-            client,
+            client: http_client(Duration::from_secs(300))?,
             base_url: base_url.into(),
         })
     }

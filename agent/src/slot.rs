@@ -141,13 +141,11 @@ impl Slot {
         let options = CreateContainerOptionsBuilder::default().name(&name).build();
         let id = self.docker.create_container(Some(options), body).await?.id;
         // Attach before start, so not a byte of output is missed.
-        let attach = AttachContainerOptionsBuilder::default()
-            .stdin(true)
-            .stdout(true)
-            .stderr(true)
-            .stream(true)
-            .build();
-        let attached = match self.docker.attach_container(&id, Some(attach)).await {
+        let attached = match self
+            .docker
+            .attach_container(&id, Some(attach_options(true)))
+            .await
+        {
             Ok(attached) => attached,
             Err(e) => {
                 docker::remove(&self.docker, &id).await;
@@ -286,13 +284,9 @@ impl Slot {
             .map_err(|e| JobError::Docker(e.into()))?
             .id;
         let result = async {
-            let attach = AttachContainerOptionsBuilder::default()
-                .stdin(true)
-                .stdout(true)
-                .stderr(true)
-                .stream(true)
-                .build();
-            let mut attached = docker.attach_container(&id, Some(attach)).await?;
+            let mut attached = docker
+                .attach_container(&id, Some(attach_options(true)))
+                .await?;
             docker.start_container(&id, None).await?;
             attached.input.write_all(job.archive).await?;
             attached.input.shutdown().await?;
@@ -425,12 +419,10 @@ pub async fn run_once(
     body.attach_stdin = Some(false);
     let id = docker.create_container(None, body).await?.id;
     let result = async {
-        let attach = AttachContainerOptionsBuilder::default()
-            .stdout(true)
-            .stderr(true)
-            .stream(true)
-            .build();
-        let mut output = docker.attach_container(&id, Some(attach)).await?.output;
+        let mut output = docker
+            .attach_container(&id, Some(attach_options(false)))
+            .await?
+            .output;
         docker.start_container(&id, None).await?;
         let mut text = Vec::new();
         let collect = async {
@@ -447,6 +439,17 @@ pub async fn run_once(
     .await;
     docker::remove(docker, &id).await;
     result
+}
+
+/// Attaching to a container's output (and its input, if `stdin`), as a stream. Done before the
+/// container starts, so not a byte of output is missed.
+fn attach_options(stdin: bool) -> bollard::query_parameters::AttachContainerOptions {
+    AttachContainerOptionsBuilder::default()
+        .stdin(stdin)
+        .stdout(true)
+        .stderr(true)
+        .stream(true)
+        .build()
 }
 
 /// The next output, with whatever more is already waiting appended (up to [`MAX_PIECE`]).

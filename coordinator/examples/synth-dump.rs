@@ -346,7 +346,11 @@ fn crate_name(i: usize) -> String {
         "kit", "lib", "cli", "impl", "api", "db", "graph", "vec", "buf", "bin", "plugin",
     ];
     let (a, b) = (A[i % 32], B[i / 32 % 32]);
-    let sep = if (i / 1024).is_multiple_of(2) { '-' } else { '_' };
+    let sep = if (i / 1024).is_multiple_of(2) {
+        '-'
+    } else {
+        '_'
+    };
     match i / 2048 {
         0 => format!("{a}{sep}{b}"),
         n => format!("{a}{sep}{b}{n}"),

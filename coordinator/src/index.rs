@@ -61,13 +61,8 @@ enum FetchFailure {
 
 impl Index {
     pub fn new(base_url: impl Into<String>) -> anyhow::Result<Index> {
-        let client = reqwest::Client::builder()
-            .user_agent(concat!("crater-at-home/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(Duration::from_secs(30))
-            .timeout(Duration::from_secs(60))
-            .build()?;
         Ok(Index {
-            client,
+            client: crater_agent::fetch::http_client(Duration::from_secs(60))?,
             base_url: base_url.into(),
         })
     }

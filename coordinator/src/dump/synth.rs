@@ -180,7 +180,11 @@ impl Tables {
         if !h.is_multiple_of(7) {
             write!(w, "https://github.com/example-{}/{}", h % 5000, krate.name)?; // repository
         }
-        w.write_all(if h.is_multiple_of(199) { b",t," } else { b",f," })?; // trustpub_only
+        w.write_all(if h.is_multiple_of(199) {
+            b",t,"
+        } else {
+            b",f,"
+        })?; // trustpub_only
         timestamp(w, last + (h % 86_400) as i64)?; // updated_at
         w.write_all(b"\n")
     }
@@ -230,7 +234,11 @@ impl Tables {
         text(w, FEATURES[(h / 7 % FEATURES.len() as u64) as usize])?;
         w.write_all(b",")?;
         if modern {
-            w.write_all(if h.is_multiple_of(9) && h.is_multiple_of(2) { b"f" } else { b"t" })?; // has_lib
+            w.write_all(if h.is_multiple_of(9) && h.is_multiple_of(2) {
+                b"f"
+            } else {
+                b"t"
+            })?; // has_lib
         }
         w.write_all(b",")?;
         if h.is_multiple_of(3) {
@@ -301,7 +309,8 @@ impl Tables {
         append_dir(&mut tar, &format!("{stamp}/"), mtime)?;
         let readme = "# crates.io Database Dump (synthetic)\n\nWritten by crater-at-home's \
              `dump::synth` in the layout and formats of crates.io's daily dump, for tests and \
-             benchmarks. Only `crates`, `versions` and `version_downloads` are included.\n".to_string();
+             benchmarks. Only `crates`, `versions` and `version_downloads` are included.\n"
+            .to_string();
         append_bytes(
             &mut tar,
             &format!("{stamp}/README.md"),
