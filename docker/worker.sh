@@ -35,6 +35,7 @@ if [ -f /etc/crater/ca-certificates.crt ]; then
     export CARGO_HTTP_CAINFO=/etc/crater/ca-certificates.crt SSL_CERT_FILE=/etc/crater/ca-certificates.crt
 fi
 BASE_RUSTFLAGS="--cap-lints=warn -Aunexpected-cfgs"
+MIRI_SYSROOT_DIR=/tmp/.miri-sysroot
 # Tools installed beside the toolchain (cargo-nextest), when the agent mounts them.
 [ -d /opt/crater-tools ] && export PATH="$PATH:/opt/crater-tools"
 
@@ -201,7 +202,9 @@ tool_miri() {
     # One interpreter per test, each with its own time limit (nextest), as the seed.
     mkdir -p .config
     printf '[profile.default]\nslow-timeout = { period = "60s", terminate-after = 1 }\n' >.config/nextest.toml
-    [ -d "$CARGO_HOME/miri-sysroot" ] || MIRI_SYSROOT= run_step prepare cargo miri setup || return 1
+    # Built once per container, as the seed does; clean_slate keeps it between crates.
+    export MIRI_SYSROOT=$MIRI_SYSROOT_DIR
+    [ -d "$MIRI_SYSROOT" ] || run_step prepare cargo miri setup || return 1
     prepare &&
         run_step build cargo miri test --no-run --target="$TARGET" "${FEATURES[@]}" &&
         MIRIFLAGS="$MIRIFLAGS --color=always" run_step test \
@@ -213,7 +216,8 @@ tool_miri() {
 clean_slate() {
     kill_the_rest
     wait 2>/dev/null
-    find /build /tmp "$CARGO_HOME" -mindepth 1 -delete 2>/dev/null
+    find /build /tmp "$CARGO_HOME" -mindepth 1 \
+        -not -path "$MIRI_SYSROOT_DIR" -not -path "$MIRI_SYSROOT_DIR/*" -delete 2>/dev/null
 }
 
 # Per-job scratch files of the loop (in /tmp, emptied between jobs).
