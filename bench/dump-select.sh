@@ -109,8 +109,9 @@ echo
 echo "| command | wall (s) | peak RSS (MiB) | peak anon (MiB) | wall / baseline |"
 echo "|---|---|---|---|---|"
 row() {
-    awk -v n="$1" -v w="${walls[$2]}" -v r="${rsss[$2]}" -v a="${anons[$2]}" -v b="${walls[baseline]}" \
-        'BEGIN { printf "| %s | %.2f | %.0f | %.0f | %.2f |\n", n, w, r / 1024, a / 1024, w / b }'
+    # The name goes through the environment: awk -v would take `\|` for an escape.
+    name=$1 awk -v w="${walls[$2]}" -v r="${rsss[$2]}" -v a="${anons[$2]}" -v b="${walls[baseline]}" \
+        'BEGIN { printf "| %s | %.2f | %.0f | %.0f | %.2f |\n", ENVIRON["name"], w, r / 1024, a / 1024, w / b }'
 }
-row '`gzip -dc DUMP | wc -l` (baseline)' baseline
+row '`gzip -dc DUMP \| wc -l` (baseline)' baseline
 row '`crater-at-home list --all --db-dump DUMP`' list

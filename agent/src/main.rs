@@ -49,6 +49,17 @@ struct Args {
 async fn main() -> Result<()> {
     init_tracing();
     let args = Args::parse();
+    // Refuse a bad address before Docker, the image and the probe take their time.
+    let uri: tonic::transport::Uri = args
+        .coordinator
+        .parse()
+        .map_err(|e| anyhow::anyhow!("--coordinator {}: not an address: {e}", args.coordinator))?;
+    if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
+        anyhow::bail!(
+            "--coordinator {}: give an http:// or https:// address, like http://127.0.0.1:7878",
+            args.coordinator
+        );
+    }
     let mut config = AgentConfig::new(args.coordinator);
     if let Some(slots) = args.slots {
         config.slots = slots.max(1);
