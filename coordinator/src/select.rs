@@ -65,6 +65,32 @@ pub struct Selection {
     pub ignored: usize,
 }
 
+impl Selection {
+    /// Adds a job, unless the same crate version is already selected.
+    fn push(
+        &mut self,
+        seen: &mut HashSet<(String, String)>,
+        tool: Tool,
+        name: String,
+        version: String,
+        source: JobSource,
+    ) {
+        if seen.insert((name.clone(), version.clone())) {
+            self.jobs.push(JobSpec {
+                name,
+                version,
+                source,
+                tool,
+                target: String::new(),
+            });
+        }
+    }
+}
+
+fn registry(checksum: String) -> JobSource {
+    JobSource::Registry { checksum }
+}
+
 /// Reads a crate list: one `name`, `name@version` or `name/version` a line; `#` comments and
 /// blank lines are skipped. Bad lines are reported with file and line number.
 pub fn parse_crate_list(path: &Path, text: &str) -> (Vec<CrateRef>, Vec<InputError>) {
@@ -135,19 +161,7 @@ pub async fn select(
                     version,
                 })
             }
-            Ok(r) => {
-                if seen.insert((r.name.clone(), r.version.clone())) {
-                    selection.jobs.push(JobSpec {
-                        name: r.name,
-                        version: r.version,
-                        source: JobSource::Registry {
-                            checksum: r.checksum,
-                        },
-                        tool,
-                        target: String::new(),
-                    });
-                }
-            }
+            Ok(r) => selection.push(&mut seen, tool, r.name, r.version, registry(r.checksum)),
             Err(e) => selection.errors.push(InputError(e.to_string())),
         }
     }
@@ -163,18 +177,8 @@ pub async fn select(
         if dump.top.is_none() {
             selection.ignored += before - wanted.len();
         }
-        for krate in wanted.into_iter().take(take) {
-            if seen.insert((krate.name.clone(), krate.version.clone())) {
-                selection.jobs.push(JobSpec {
-                    name: krate.name,
-                    version: krate.version,
-                    source: JobSource::Registry {
-                        checksum: krate.checksum,
-                    },
-                    tool,
-                    target: String::new(),
-                });
-            }
+        for c in wanted.into_iter().take(take) {
+            selection.push(&mut seen, tool, c.name, c.version, registry(c.checksum));
         }
     }
 
@@ -182,18 +186,11 @@ pub async fn select(
         match local_crate::pack(dir) {
             Ok(local) if inputs.ignore.contains(&local.name) => selection.ignored += 1,
             Ok(local) => {
-                if seen.insert((local.name.clone(), local.version.clone())) {
-                    selection.jobs.push(JobSpec {
-                        name: local.name,
-                        version: local.version,
-                        source: JobSource::Local {
-                            path: dir.clone(),
-                            archive: local.archive,
-                        },
-                        tool,
-                        target: String::new(),
-                    });
-                }
+                let source = JobSource::Local {
+                    path: dir.clone(),
+                    archive: local.archive,
+                };
+                selection.push(&mut seen, tool, local.name, local.version, source);
             }
             Err(e) => selection.errors.push(InputError(format!(
                 "--local-crate {}: {e:#}",
