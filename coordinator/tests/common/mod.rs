@@ -44,15 +44,35 @@ pub struct Finished {
     pub stderr: String,
 }
 
+/// A started process, killed if the test fails before [`wait`] takes it, so a failing test
+/// leaves no coordinator or agent behind.
+pub struct Running(Option<Child>);
+
+impl Running {
+    pub fn id(&self) -> u32 {
+        self.0.as_ref().expect("not waited for yet").id()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 /// Starts `program ARGS` with its output captured (read it with [`wait`]).
-pub fn spawn(program: &Path, args: &[&str]) -> Child {
-    Command::new(program)
+pub fn spawn(program: &Path, args: &[&str]) -> Running {
+    let child = Command::new(program)
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap()
+        .unwrap();
+    Running(Some(child))
 }
 
 /// Runs `crater-at-home ARGS` to the end (at most `deadline`).
@@ -61,8 +81,9 @@ pub fn run(args: &[&str], deadline: Duration) -> Finished {
     wait(spawn(&coordinator_bin(), args), deadline)
 }
 
-/// Waits for `child`, killing it and failing the test past `deadline`.
-pub fn wait(mut child: Child, deadline: Duration) -> Finished {
+/// Waits for `running`, killing it and failing the test past `deadline`.
+pub fn wait(mut running: Running, deadline: Duration) -> Finished {
+    let mut child = running.0.take().expect("waited for once");
     let mut stdout = child.stdout.take().unwrap();
     let mut stderr = child.stderr.take().unwrap();
     let out_reader = std::thread::spawn(move || {
