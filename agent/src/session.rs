@@ -59,6 +59,9 @@ pub struct AgentConfig {
     pub download_url: String,
     /// Whether builds may use the network (`--network on|off`).
     pub network: bool,
+    /// What the image and toolchain can run, when the caller already asked ([`probe`]); `None`
+    /// probes at start.
+    pub capabilities: Option<Capabilities>,
 }
 
 impl AgentConfig {
@@ -75,6 +78,7 @@ impl AgentConfig {
             ca_bundle: ca.is_file().then_some(ca),
             download_url: DEFAULT_DOWNLOAD_URL.to_owned(),
             network: true,
+            capabilities: None,
         }
     }
 }
@@ -120,7 +124,10 @@ pub async fn run_agent(config: AgentConfig, shutdown: CancellationToken) -> Resu
     }
     let slot_config = Arc::new(slot_config(&config, &docker).await?);
     let toolchain = slot_config.toolchain.clone();
-    let capabilities = probe_tools(&docker, &slot_config).await?;
+    let capabilities = match &config.capabilities {
+        Some(known) => known.clone(),
+        None => probe_tools(&docker, &slot_config).await?,
+    };
     for (tool, reason) in capabilities
         .iter()
         .filter_map(|(t, c)| Some((t, c.as_ref().err()?)))

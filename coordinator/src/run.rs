@@ -161,12 +161,11 @@ pub async fn run(args: RunArgs) -> Result<u8> {
         return Ok(input_status);
     }
     let total = plan.jobs.len() as u64;
-    let agent_config = agent_config(&args.agent).await?;
+    let mut agent_config = agent_config(&args.agent).await?;
     let tool = args.select.tool;
-    match crater_agent::session::probe(&agent_config)
-        .await?
-        .get(tool.name())
-    {
+    // Asked once here, for a clear error before anything starts; the agent reuses the answer.
+    let capabilities = crater_agent::session::probe(&agent_config).await?;
+    match capabilities.get(tool.name()) {
         Some(Ok(())) => {}
         Some(Err(reason)) => bail!(
             "the tool `{tool}` cannot run on this machine: {reason}. The image built from \
@@ -174,6 +173,7 @@ pub async fn run(args: RunArgs) -> Result<u8> {
         ),
         None => bail!("the worker image has no tool `{tool}` (docker/worker.sh defines the tools)"),
     }
+    agent_config.capabilities = Some(capabilities);
 
     let (coordinator, mut events) =
         Coordinator::new(store.clone(), limits(&args.select), plan.jobs);
