@@ -61,9 +61,12 @@ pub struct SelectArgs {
     /// Read the dump again even when the cached crate list is less than a day old.
     #[arg(long)]
     pub refresh_crates: bool,
-    /// Where results go: {tool}/raw, {tool}/logs and {tool}/results under it.
+    /// Where results go: {tool}/raw, {tool}/logs and {tool}/results under it. With --bucket it
+    /// keeps only the spool (results waiting to be uploaded) and the crate-list cache.
     #[arg(long, default_value = "crater-results")]
     pub out: PathBuf,
+    #[command(flatten)]
+    pub store: StoreArgs,
     /// Run crates again even when they have a recent result in the output directory.
     #[arg(long)]
     pub rerun: bool,
@@ -97,6 +100,36 @@ pub struct SelectArgs {
     /// The registry index to resolve crates against.
     #[arg(long, default_value = crate::index::DEFAULT_INDEX_URL, hide = true)]
     pub index_url: String,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct StoreArgs {
+    /// Store results in this S3 bucket, under the same keys as --out, instead of a local
+    /// directory. Region and credentials come from the standard AWS chain (AWS_REGION,
+    /// AWS_ACCESS_KEY_ID..., AWS_PROFILE, the instance role). The bucket must exist and be
+    /// writable; the run refuses to start otherwise.
+    #[arg(long, value_name = "NAME")]
+    pub bucket: Option<String>,
+    /// The URL of an S3-compatible server (MinIO, Ceph, moto, ...) to use instead of AWS.
+    #[arg(long, value_name = "URL", requires = "bucket")]
+    pub s3_endpoint: Option<String>,
+    /// Address objects as URL/bucket/key instead of bucket.host/key (most S3-compatible servers
+    /// need this).
+    #[arg(long, requires = "bucket")]
+    pub s3_path_style: bool,
+    /// How long to wait for S3 to connect or answer; a request that takes longer is retried.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub s3_timeout: Duration,
+    /// Disk that finished results waiting for the store (S3 slow or down) may use in the spool;
+    /// past it no new work is handed out until they are stored.
+    #[arg(long, value_name = "GB", default_value_t = 20.0, value_parser = parse_gb)]
+    pub spool_max_gb: f64,
+}
+
+impl StoreArgs {
+    pub fn spool_max_bytes(&self) -> u64 {
+        (self.spool_max_gb * (1u64 << 30) as f64) as u64
+    }
 }
 
 #[derive(Args, Debug, Clone)]
@@ -178,6 +211,14 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
         return Ok(Duration::from_secs(secs));
     }
     humantime::parse_duration(s).map_err(|e| format!("`{s}`: {e} (try 3600, 90s, 20m or 1h)"))
+}
+
+/// A non-negative number of GiB (fractions allowed).
+fn parse_gb(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(gb) if gb.is_finite() && gb >= 0.0 => Ok(gb),
+        _ => Err(format!("`{s}`: not a size in GB (try 20 or 0.5)")),
+    }
 }
 
 /// Bytes (`1048576`) or with a binary unit (`64KiB`, `500MiB`, `1GiB`; `K`, `M`, `G` too).

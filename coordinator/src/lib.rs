@@ -13,7 +13,10 @@
 //! - [`server`]: the gRPC service: agent streams, leases, publishing results.
 //! - [`spool`]: a running job's log on disk.
 //! - [`verdict`]: the facts an agent reports, judged into a verdict.
-//! - [`store`]: the result store (local directory; the seed's layout) and the JSON record.
+//! - [`outbox`]: finished results on disk until the store has them (outages, restarts,
+//!   backpressure).
+//! - [`store`]: the result store (local directory or S3 bucket; the seed's layout) and the JSON
+//!   record.
 //! - [`render`]: a raw terminal log as an HTML page.
 //! - [`diagnose`]: UB reports (Miri, ASan, ...) found in a log, and the crate they come from.
 //! - [`progress`], [`status`]: what people see: progress, summary, `status`.
@@ -24,6 +27,7 @@ pub mod diagnose;
 pub mod dump;
 pub mod index;
 pub mod local_crate;
+pub mod outbox;
 pub mod progress;
 pub mod queue;
 pub mod render;

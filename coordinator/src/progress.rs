@@ -111,6 +111,16 @@ pub fn status_line(status: &pb::StatusReply) -> String {
     let verdicts: BTreeMap<&String, &u64> = status.verdicts.iter().collect();
     parts.extend(verdicts.iter().map(|(v, n)| format!("{v} {n}")));
     parts.push(format!("{:.1}/min", status.crates_per_minute));
+    if status.unstored > 0 {
+        let mut unstored = format!("{} unstored", status.unstored);
+        if !status.store_error.is_empty() {
+            unstored.push_str(" (store failing, retrying)");
+        }
+        if status.backpressure {
+            unstored.push_str(", paused");
+        }
+        parts.push(unstored);
+    }
     parts.join(" · ")
 }
 

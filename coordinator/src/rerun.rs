@@ -5,7 +5,7 @@
 //! As in the seed, a result younger than `--max-age` days counts as finished; `--rerun` runs
 //! everything; `--retry-failed` runs only crates whose last verdict is a failure.
 
-use crate::store::ResultRecord;
+use crate::store::Existing;
 use anyhow::{Context, Result};
 use std::collections::HashSet;
 use std::path::Path;
@@ -38,28 +38,25 @@ pub enum Leave {
 }
 
 impl RerunPolicy {
-    /// `None`: run it. `existing` is the crate's stored result, if any.
-    pub fn leave_out(&self, existing: Option<&ResultRecord>, now: OffsetDateTime) -> Option<Leave> {
+    /// `None`: run it. `existing` is what the store knows of the crate's last result, if any.
+    pub fn leave_out(&self, existing: Option<&Existing>, now: OffsetDateTime) -> Option<Leave> {
         if self.rerun {
             return None;
         }
         if self.retry_failed {
-            return match existing {
-                Some(r) if r.status.is_failure() => None,
+            return match existing.and_then(|e| e.status) {
+                Some(status) if status.is_failure() => None,
                 _ => Some(Leave::NotFailed),
             };
         }
-        let existing = existing?;
-        let finished = OffsetDateTime::parse(
-            &existing.finished_at,
-            &time::format_description::well_known::Rfc3339,
-        );
-        match finished {
+        match existing?.finished_at {
             // A result from the future (clock skew) is fresh, not stale.
-            Ok(at) if (now - at).unsigned_abs() < self.max_age || at > now => Some(Leave::Finished),
-            Ok(_) => None,
+            Some(at) if (now - at).unsigned_abs() < self.max_age || at > now => {
+                Some(Leave::Finished)
+            }
+            Some(_) => None,
             // Unreadable timestamps: trust the verdict rather than redo the work.
-            Err(_) => Some(Leave::Finished),
+            None => Some(Leave::Finished),
         }
     }
 }
@@ -92,12 +89,12 @@ mod tests {
 
     const DAY: Duration = Duration::from_secs(24 * 3600);
 
-    fn stored(status: Verdict, days_ago: i64, now: OffsetDateTime) -> ResultRecord {
+    fn stored(status: Verdict, days_ago: i64, now: OffsetDateTime) -> Existing {
         let at = now - time::Duration::days(days_ago);
         let text = at
             .format(&time::format_description::well_known::Rfc3339)
             .unwrap();
-        let mut r: ResultRecord = serde_json::from_value(serde_json::json!({
+        let mut r: crate::store::ResultRecord = serde_json::from_value(serde_json::json!({
             "crate": "c", "version": "1.0.0", "tool": "check", "target": "t", "status": "pass",
             "source": "crates.io", "exit_code": 0, "timed_out": false, "duration_ms": 1,
             "peak_memory_bytes": 0, "started_at": text, "finished_at": text, "attempt": 1,
@@ -105,7 +102,7 @@ mod tests {
         }))
         .unwrap();
         r.status = status;
-        r
+        Existing::from(&r)
     }
 
     #[test]

@@ -5,17 +5,17 @@
 //! SIGTERM: the agent removes its containers, unfinished crates simply have no result yet, and the
 //! same command run again picks up where it stopped.
 
-use crate::cli::{AgentArgs, RunArgs, SelectArgs, ServeArgs};
+use crate::cli::{AgentArgs, RunArgs, SelectArgs, ServeArgs, StoreArgs};
 use crate::index::Index;
+use crate::outbox::{self, Outbox};
 use crate::progress::{self, Progress};
 use crate::queue::JobSpec;
 use crate::rerun::{self, Leave, RerunPolicy};
 use crate::select::{self, DumpChoice, InputError, Inputs};
 use crate::server::{Coordinator, Event};
-use crate::store::LocalStore;
+use crate::store::{LocalStore, ResultRecord, S3Options, S3Store, Store};
 use anyhow::{Context, Result, bail};
 use crater_agent::AgentConfig;
-use crater_proto::verdict::Verdict;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use std::io::Write;
@@ -38,10 +38,32 @@ pub struct Plan {
     pub errors: Vec<InputError>,
 }
 
-/// Selects crates, reports refused entries, records `skipped` verdicts (unless `dry_run`), and
-/// leaves out ignored crates and those the store says need no run. Says what it chose and why
-/// before any work starts.
-pub async fn plan(args: &SelectArgs, store: &LocalStore, dry_run: bool) -> Result<Plan> {
+/// Opens the result store: the bucket (checked: it exists and, with `write`, can be written) or
+/// the local directory.
+pub async fn open_store(args: &StoreArgs, out: &std::path::Path, write: bool) -> Result<Store> {
+    match &args.bucket {
+        Some(bucket) => {
+            let options = S3Options {
+                bucket: bucket.clone(),
+                endpoint: args.s3_endpoint.clone(),
+                path_style: args.s3_path_style,
+                timeout: args.s3_timeout,
+            };
+            Ok(Store::S3(S3Store::connect(&options, write).await?))
+        }
+        None => Ok(Store::Local(LocalStore::open(out)?)),
+    }
+}
+
+/// The spool: running jobs' logs and the outbox of results waiting for the store.
+pub fn spool_dir(args: &SelectArgs) -> std::path::PathBuf {
+    args.out.join(".spool")
+}
+
+/// Selects crates, reports refused entries, records `skipped` verdicts (when given the
+/// outbox; a dry run is not), and leaves out ignored crates and those the store (or the outbox)
+/// says need no run. Says what it chose and why before any work starts.
+pub async fn plan(args: &SelectArgs, store: &Store, outbox: Option<&Outbox>) -> Result<Plan> {
     let dump = (args.all || args.top.is_some()).then(|| DumpChoice {
         source: args.db_dump.clone(),
         refresh: args.refresh_crates,
@@ -64,7 +86,9 @@ pub async fn plan(args: &SelectArgs, store: &LocalStore, dry_run: bool) -> Resul
         );
     }
     let index = Index::new(args.index_url.clone())?;
-    let selection = select::select(&inputs, args.tool, &index, store.root()).await?;
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating the output directory {}", args.out.display()))?;
+    let selection = select::select(&inputs, args.tool, &index, &args.out).await?;
     for error in &selection.errors {
         eprintln!("error: {error}");
     }
@@ -75,11 +99,36 @@ pub async fn plan(args: &SelectArgs, store: &LocalStore, dry_run: bool) -> Resul
     };
     let now = time::OffsetDateTime::now_utc();
     let ignored = selection.ignored;
+    let wanted: Vec<(String, String)> = (selection.jobs.iter().map(|j| (&j.name, &j.version)))
+        .chain(selection.skipped.iter().map(|s| (&s.name, &s.version)))
+        .map(|(n, v)| (n.clone(), v.clone()))
+        .collect();
+    let mut existing = store
+        .finished(args.tool, &wanted, args.retry_failed)
+        .await?;
+    // Results an earlier process finished but did not store yet count as finished: they are
+    // stored first, not run again.
+    let unstored = match outbox {
+        Some(outbox) => outbox.entries(),
+        None => outbox::peek(&spool_dir(args)),
+    };
+    let unstored: Vec<_> = unstored.iter().filter(|e| e.tool == args.tool).collect();
+    if !unstored.is_empty() {
+        eprintln!(
+            "{} results of an earlier run wait in {} and are stored first",
+            unstored.len(),
+            spool_dir(args).display()
+        );
+    }
+    for entry in unstored {
+        let key = (entry.record.name.clone(), entry.record.version.clone());
+        existing.insert(key, (&entry.record).into());
+    }
     let (mut finished, mut not_failed, mut skipped) = (0, 0, 0);
     let mut jobs = Vec::new();
     for job in selection.jobs {
-        let existing = store.result(job.tool, &job.name, &job.version)?;
-        match policy.leave_out(existing.as_ref(), now) {
+        let key = (job.name.clone(), job.version.clone());
+        match policy.leave_out(existing.get(&key), now) {
             None => jobs.push(job),
             Some(Leave::Finished) => finished += 1,
             Some(Leave::NotFailed) => not_failed += 1,
@@ -88,9 +137,20 @@ pub async fn plan(args: &SelectArgs, store: &LocalStore, dry_run: bool) -> Resul
     for skip in &selection.skipped {
         skipped += 1;
         eprintln!("skipped: {} {}: {}", skip.name, skip.version, skip.reason);
-        let existing = store.result(args.tool, &skip.name, &skip.version)?;
-        if !dry_run && existing.is_none_or(|r| r.status != Verdict::Skipped) {
-            store.publish_skipped(args.tool, &skip.name, &skip.version, &skip.reason)?;
+        let key = (skip.name.clone(), skip.version.clone());
+        // A version yanked after it ran keeps its real result.
+        if let Some(outbox) = outbox
+            && !existing.contains_key(&key)
+        {
+            let text = format!("[crater-at-home] skipped: {}\n", skip.reason);
+            let record = ResultRecord::skipped(
+                args.tool,
+                &skip.name,
+                &skip.version,
+                &skip.reason,
+                text.len() as u64,
+            );
+            outbox.commit_text(args.tool, &record, &text)?;
         }
     }
     if args.reverse {
@@ -105,7 +165,7 @@ pub async fn plan(args: &SelectArgs, store: &LocalStore, dry_run: bool) -> Resul
     if finished > 0 {
         left_out.push(format!(
             "{finished} already finished in {} within {} days (--rerun or --max-age to run them)",
-            store.root().display(),
+            store.describe(),
             args.max_age
         ));
     }
@@ -134,8 +194,8 @@ pub async fn plan(args: &SelectArgs, store: &LocalStore, dry_run: bool) -> Resul
 
 /// `list`: what `run` with the same options would run, without running it.
 pub async fn list(args: SelectArgs) -> Result<u8> {
-    let store = LocalStore::open(&args.out)?;
-    let plan = plan(&args, &store, true).await?;
+    let store = open_store(&args.store, &args.out, false).await?;
+    let plan = plan(&args, &store, None).await?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     for job in &plan.jobs {
         writeln!(out, "{} {}", job.name, job.version)?;
@@ -149,14 +209,23 @@ pub async fn list(args: SelectArgs) -> Result<u8> {
 }
 
 pub async fn run(args: RunArgs) -> Result<u8> {
-    let store = LocalStore::open(&args.select.out)?;
-    let plan = plan(&args.select, &store, false).await?;
+    let store = open_store(&args.select.store, &args.select.out, true).await?;
+    let outbox = Outbox::open(
+        &spool_dir(&args.select),
+        args.select.store.spool_max_bytes(),
+    )?;
+    let plan = plan(&args.select, &store, Some(&outbox)).await?;
     let input_status = if plan.errors.is_empty() {
         exit::OK
     } else {
         exit::INPUT_REFUSED
     };
+    let stop = stop_on_signal();
+    let uploads = Uploads::start(&outbox, &store);
     if plan.jobs.is_empty() {
+        if !uploads.finish(&outbox, &store, &stop).await {
+            return Ok(exit::INTERRUPTED);
+        }
         eprintln!("nothing to do");
         return Ok(input_status);
     }
@@ -176,13 +245,12 @@ pub async fn run(args: RunArgs) -> Result<u8> {
     agent_config.capabilities = Some(capabilities);
 
     let (coordinator, mut events) =
-        Coordinator::new(store.clone(), limits(&args.select), plan.jobs);
+        Coordinator::new(outbox.clone(), limits(&args.select), plan.jobs);
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let address = listener.local_addr()?;
     let server_stop = CancellationToken::new();
     let server = spawn_server(&coordinator, listener, &server_stop);
 
-    let stop = stop_on_signal();
     let agent_config = AgentConfig {
         coordinator: format!("http://{address}"),
         ..agent_config
@@ -227,20 +295,22 @@ pub async fn run(args: RunArgs) -> Result<u8> {
             true
         }
     };
-    let results_dir = store.root().join(args.select.tool.name());
+    let stored = !interrupted && uploads.finish(&outbox, &store, &stop).await;
     eprint!(
         "{}",
         progress::summary(
             progress.finished(),
             progress.elapsed(),
-            &results_dir.display().to_string()
+            &store.results_location(tool)
         )
     );
-    if interrupted {
+    if interrupted || !stored {
         eprintln!(
-            "\ninterrupted: {} of {total} crates finished; run the same command again to finish the rest",
+            "\ninterrupted: {} of {total} crates finished; run the same command again to finish \
+             the rest",
             progress.finished().len()
         );
+        unstored_note(&outbox);
         return Ok(exit::INTERRUPTED);
     }
     let finished_all = progress.finished().len() as u64 == total;
@@ -248,6 +318,70 @@ pub async fn run(args: RunArgs) -> Result<u8> {
         return Ok(exit::HARNESS_FAILED);
     }
     Ok(input_status)
+}
+
+/// The uploader: stores the outbox's entries in the background while the run goes on.
+struct Uploads {
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Uploads {
+    fn start(outbox: &Outbox, store: &Store) -> Uploads {
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(outbox.clone().run_uploader(store.clone(), stop.clone()));
+        Uploads { stop, task }
+    }
+
+    /// Waits until every finished result is stored (showing what waits, and why, when it
+    /// takes a while) or `interrupt` fires. True when all were stored.
+    async fn finish(self, outbox: &Outbox, store: &Store, interrupt: &CancellationToken) -> bool {
+        let mut backlog = outbox.backlog();
+        let waiting = backlog.borrow().clone();
+        let stored = if waiting.entries == 0 {
+            true
+        } else {
+            let bar = indicatif::ProgressBar::new_spinner();
+            bar.enable_steady_tick(Duration::from_millis(200));
+            loop {
+                let now = backlog.borrow_and_update().clone();
+                if now.entries == 0 {
+                    break true;
+                }
+                let mut message = format!(
+                    "storing {} results ({} MiB) in {}",
+                    now.entries,
+                    now.bytes >> 20,
+                    store.describe()
+                );
+                if let Some(error) = &now.failing {
+                    message.push_str(&format!(" (failing, retrying: {error})"));
+                }
+                bar.set_message(message);
+                tokio::select! {
+                    changed = backlog.changed() => if changed.is_err() { break false },
+                    () = interrupt.cancelled() => break false,
+                }
+            }
+        };
+        self.stop.cancel();
+        let _ = self.task.await;
+        stored
+    }
+}
+
+/// Says where results that could not be stored yet are kept.
+fn unstored_note(outbox: &Outbox) {
+    let backlog = outbox.backlog().borrow().clone();
+    if backlog.entries > 0 {
+        eprintln!(
+            "{} finished results ({} MiB) are kept in {} and are stored by the next run with \
+             the same --out",
+            backlog.entries,
+            backlog.bytes >> 20,
+            outbox.spool_dir().display()
+        );
+    }
 }
 
 fn drain_events(events: &mut tokio::sync::mpsc::UnboundedReceiver<Event>, progress: &mut Progress) {
@@ -283,15 +417,21 @@ pub async fn serve(args: ServeArgs) -> Result<u8> {
             args.listen
         );
     }
-    let store = LocalStore::open(&args.select.out)?;
-    let plan = plan(&args.select, &store, false).await?;
+    let store = open_store(&args.select.store, &args.select.out, true).await?;
+    let outbox = Outbox::open(
+        &spool_dir(&args.select),
+        args.select.store.spool_max_bytes(),
+    )?;
+    let plan = plan(&args.select, &store, Some(&outbox)).await?;
     let total = plan.jobs.len() as u64;
-    let (coordinator, mut events) = Coordinator::new(store, limits(&args.select), plan.jobs);
+    let stop = stop_on_signal();
+    let uploads = Uploads::start(&outbox, &store);
+    let (coordinator, mut events) =
+        Coordinator::new(outbox.clone(), limits(&args.select), plan.jobs);
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
     eprintln!("coordinator listening on http://{}", listener.local_addr()?);
-    let stop = stop_on_signal();
     let server_stop = CancellationToken::new();
     let server = spawn_server(&coordinator, listener, &server_stop);
     let mut progress = Progress::new(total);
@@ -316,20 +456,18 @@ pub async fn serve(args: ServeArgs) -> Result<u8> {
     }
     server_stop.cancel();
     let _ = server.await;
+    drain_events(&mut events, &mut progress);
+    let stored = !interrupted && uploads.finish(&outbox, &store, &stop).await;
     eprint!(
         "{}",
         progress::summary(
             progress.finished(),
             progress.elapsed(),
-            &args
-                .select
-                .out
-                .join(args.select.tool.name())
-                .display()
-                .to_string()
+            &store.results_location(args.select.tool)
         )
     );
-    if interrupted {
+    if interrupted || !stored {
+        unstored_note(&outbox);
         return Ok(exit::INTERRUPTED);
     }
     if coordinator.store_failures() > 0 {

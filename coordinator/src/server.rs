@@ -2,12 +2,15 @@
 //!
 //! Each agent stream gets its own task. It spools the logs of the jobs that agent runs to disk
 //! (the coordinator never holds a whole log in memory), and when a job ends it checks the lease,
-//! decides the verdict and publishes the result in a task of its own, so rendering a large log
-//! never stalls the agent's stream. A stream that ends puts its unfinished jobs back in the queue.
+//! decides the verdict and commits the result to the [`Outbox`] in a task of its own, so a large
+//! log never stalls the agent's stream. A stream that ends puts its unfinished jobs back in the
+//! queue. While more results wait for the store than `--spool-max-gb` allows, free slots are
+//! parked instead of given work, and get it once the uploads drain.
 
+use crate::outbox::Outbox;
 use crate::queue::{Assignment, ConnId, JobId, JobSource, JobSpec, Queue};
 use crate::spool::Spool;
-use crate::store::{LocalStore, ResultRecord};
+use crate::store::ResultRecord;
 use crate::verdict::decide;
 use crater_proto::pb::{
     self, agent_message::Msg as AgentMsg, coordinator_message::Msg as CoordMsg,
@@ -45,7 +48,7 @@ pub struct Coordinator {
 
 struct Inner {
     state: Mutex<State>,
-    store: LocalStore,
+    outbox: Outbox,
     limits: pb::Limits,
     events: mpsc::UnboundedSender<Event>,
     complete: watch::Sender<bool>,
@@ -61,6 +64,8 @@ struct State {
     /// Results that could not be stored: the harness failed.
     store_failures: u64,
     draining: bool,
+    /// Free slots are parked because the outbox is over its bound (logged once per episode).
+    backpressure: bool,
 }
 
 struct Agent {
@@ -75,7 +80,7 @@ struct Agent {
 
 impl Coordinator {
     pub fn new(
-        store: LocalStore,
+        outbox: Outbox,
         limits: pb::Limits,
         jobs: Vec<JobSpec>,
     ) -> (Coordinator, mpsc::UnboundedReceiver<Event>) {
@@ -90,18 +95,36 @@ impl Coordinator {
                 queue,
                 ..State::default()
             }),
-            store,
+            outbox,
             limits,
             events,
             complete,
             started: Instant::now(),
         };
-        (
-            Coordinator {
-                inner: Arc::new(inner),
-            },
-            events_rx,
-        )
+        let coordinator = Coordinator {
+            inner: Arc::new(inner),
+        };
+        tokio::spawn(coordinator.clone().resume_after_backpressure());
+        (coordinator, events_rx)
+    }
+
+    /// Hands parked slots their work whenever the outbox drops back under its bound.
+    async fn resume_after_backpressure(self) {
+        let mut backlog = self.inner.outbox.backlog();
+        while backlog.changed().await.is_ok() {
+            if self.inner.outbox.over_bound() || !self.state().backpressure {
+                continue;
+            }
+            tracing::info!("the spool is under its bound again: handing out work");
+            let messages = {
+                let mut state = self.state();
+                state.backpressure = false;
+                self.assign_waiting(&mut state)
+            };
+            for (tx, message) in messages {
+                let _ = tx.send(Ok(message)).await;
+            }
+        }
     }
 
     pub fn service(&self) -> pb::coordinator_server::CoordinatorServer<Coordinator> {
@@ -166,7 +189,12 @@ impl Coordinator {
             }
         }
         let minutes = self.inner.started.elapsed().as_secs_f64() / 60.0;
+        let backlog = self.inner.outbox.backlog().borrow().clone();
         pb::StatusReply {
+            unstored: backlog.entries as u64,
+            unstored_bytes: backlog.bytes,
+            store_error: backlog.failing.unwrap_or_default(),
+            backpressure: state.backpressure,
             coordinator_version: env!("CARGO_PKG_VERSION").to_owned(),
             queued: counts.queued,
             running: counts.running,
@@ -230,9 +258,21 @@ impl Coordinator {
             let Some(tools) = state.agents.get(&conn).map(|a| a.tools.clone()) else {
                 return;
             };
+            let full = self.inner.outbox.over_bound();
+            if full && !state.backpressure {
+                let backlog = self.inner.outbox.backlog().borrow().clone();
+                tracing::warn!(
+                    "{} results ({} MiB) wait in the spool for the store (--spool-max-gb): \
+                     no new work until they are stored",
+                    backlog.entries,
+                    backlog.bytes >> 20
+                );
+                state.backpressure = true;
+            }
+            // Parked (remembered as waiting) when full; `resume_after_backpressure` assigns it.
             let assignment = state
                 .queue
-                .want_work(conn, slot, |s| tools.contains(s.tool.name()));
+                .want_work(conn, slot, |s| !full && tools.contains(s.tool.name()));
             assignment.map(|a| {
                 (
                     state.agents[&conn].tx.clone(),
@@ -247,9 +287,9 @@ impl Coordinator {
 
     fn spool_path(&self, job: JobId, attempt: u32) -> PathBuf {
         self.inner
-            .store
+            .outbox
             .spool_dir()
-            .join(format!("{}-{job}-{attempt}.log", std::process::id()))
+            .join(format!("{job}-{attempt}.log"))
     }
 
     async fn on_log_chunk(&self, conn: ConnId, spools: &mut Spools, chunk: pb::LogChunk) {
@@ -327,7 +367,7 @@ impl Coordinator {
         });
     }
 
-    /// Stores one result; the verdict on success.
+    /// Commits one result to the outbox; the verdict on success.
     async fn publish(
         &self,
         spec: &JobSpec,
@@ -392,10 +432,10 @@ impl Coordinator {
             log_bytes: received,
             log_sha256: sha,
         };
-        let store = self.inner.store.clone();
+        let outbox = self.inner.outbox.clone();
         let tool = spec.tool;
         let note = record.harness_error.clone();
-        tokio::task::spawn_blocking(move || store.publish(tool, &record, &path)).await??;
+        tokio::task::spawn_blocking(move || outbox.commit(tool, &record, &path)).await??;
         Ok((verdict, note))
     }
 
@@ -452,31 +492,35 @@ impl Coordinator {
                     requeued.len()
                 );
             }
-            if state.draining {
-                Vec::new()
-            } else {
-                let tools: HashMap<ConnId, HashSet<String>> = state
-                    .agents
-                    .iter()
-                    .map(|(&c, a)| (c, a.tools.clone()))
-                    .collect();
-                let assignments = state.queue.assign_waiting(|c, s| {
-                    tools.get(&c).is_some_and(|t| t.contains(s.tool.name()))
-                });
-                assignments
-                    .iter()
-                    .map(|a| {
-                        (
-                            state.agents[&a.conn].tx.clone(),
-                            self.assign_message(&state, a),
-                        )
-                    })
-                    .collect()
-            }
+            self.assign_waiting(&mut state)
         };
         for (tx, message) in messages {
             let _ = tx.send(Ok(message)).await;
         }
+    }
+
+    /// Work for parked slots: after jobs were requeued, or the outbox drained.
+    fn assign_waiting(&self, state: &mut State) -> Vec<(ToAgent, pb::CoordinatorMessage)> {
+        if state.draining || self.inner.outbox.over_bound() {
+            return Vec::new();
+        }
+        let tools: HashMap<ConnId, HashSet<String>> = state
+            .agents
+            .iter()
+            .map(|(&c, a)| (c, a.tools.clone()))
+            .collect();
+        let assignments = state
+            .queue
+            .assign_waiting(|c, s| tools.get(&c).is_some_and(|t| t.contains(s.tool.name())));
+        assignments
+            .iter()
+            .map(|a| {
+                (
+                    state.agents[&a.conn].tx.clone(),
+                    self.assign_message(state, a),
+                )
+            })
+            .collect()
     }
 
     async fn serve_agent(self, conn: ConnId, mut inbound: Streaming<pb::AgentMessage>) {

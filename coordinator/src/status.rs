@@ -62,6 +62,10 @@ pub fn to_json(r: &pb::StatusReply) -> serde_json::Value {
         "finished": r.finished,
         "verdicts": r.verdicts,
         "crates_per_minute": r.crates_per_minute,
+        "unstored": r.unstored,
+        "unstored_bytes": r.unstored_bytes,
+        "store_error": r.store_error,
+        "backpressure": r.backpressure,
         "agents": agents,
     })
 }
@@ -81,6 +85,24 @@ pub fn table(r: &pb::StatusReply) -> String {
         r.total,
         status_line(r)
     );
+    if r.unstored > 0 {
+        let _ = writeln!(
+            out,
+            "store: {} results ({} MiB) wait in the spool{}{}",
+            r.unstored,
+            r.unstored_bytes >> 20,
+            if r.backpressure {
+                " · no new work until they are stored"
+            } else {
+                ""
+            },
+            if r.store_error.is_empty() {
+                String::new()
+            } else {
+                format!(" · failing: {}", r.store_error)
+            }
+        );
+    }
     if r.agents.is_empty() {
         let _ = writeln!(out, "agents: none connected");
     }

@@ -1,18 +1,52 @@
-//! The result store: raw log, rendered HTML and JSON verdict per (tool, crate, version).
+//! The result store: raw log, rendered HTML and JSON verdict per (tool, crate, version), in a
+//! local directory or an S3 bucket, under the same keys.
 //!
 //! Keys are the seed's (see ARCHITECTURE.md): `{tool}/raw/{name}/{version}`,
-//! `{tool}/logs/{name}/{version}`, `{tool}/results/{name}/{version}.json`. The JSON is written
-//! last and every file appears by an atomic rename, so a crate with a verdict always has its log,
-//! and a crash mid-publish leaves no verdict: the next run runs that crate again. This is the
-//! local-directory store; an S3 store with the same keys slots in beside it.
+//! `{tool}/logs/{name}/{version}`, `{tool}/results/{name}/{version}.json`. Both stores write the
+//! JSON last, so a crate with a verdict always has its log, and a crash mid-publish leaves no
+//! verdict. Results reach a store only through the [`crate::outbox`], which keeps each one on
+//! disk until the store has all of it; that is what makes an unreachable bucket or a killed
+//! coordinator lose nothing.
 
-use crate::diagnose::{Cause, REPORT_MARKERS};
-use crate::render;
-use anyhow::{Context, Result};
+pub mod local;
+pub mod s3;
+
+use crate::diagnose::Cause;
+use crate::outbox::Entry;
+use anyhow::Result;
 use crater_proto::tool::Tool;
 use crater_proto::verdict::Verdict;
 use serde::{Deserialize, Serialize};
-use std::path::{Path, PathBuf};
+use std::collections::HashMap;
+use time::OffsetDateTime;
+
+pub use local::LocalStore;
+pub use s3::{S3Options, S3Store};
+
+pub const RAW_CONTENT_TYPE: &str = "text/plain; charset=utf-8";
+pub const HTML_CONTENT_TYPE: &str = "text/html; charset=utf-8";
+pub const JSON_CONTENT_TYPE: &str = "application/json";
+
+pub fn raw_key(tool: Tool, name: &str, version: &str) -> String {
+    format!("{tool}/raw/{name}/{version}")
+}
+
+pub fn html_key(tool: Tool, name: &str, version: &str) -> String {
+    format!("{tool}/logs/{name}/{version}")
+}
+
+pub fn result_key(tool: Tool, name: &str, version: &str) -> String {
+    format!("{tool}/results/{name}/{version}.json")
+}
+
+/// `(name, version)` from a `{tool}/results/{name}/{version}.json` key (relative to the
+/// `{tool}/results/` prefix).
+pub fn parse_result_key(relative: &str) -> Option<(String, String)> {
+    let (name, file) = relative.split_once('/')?;
+    let version = file.strip_suffix(".json")?;
+    (!name.is_empty() && !version.is_empty() && !version.contains('/'))
+        .then(|| (name.to_owned(), version.to_owned()))
+}
 
 /// Everything known about one finished run of a crate: the JSON verdict.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -66,101 +100,13 @@ pub struct ResultRecord {
     pub log_sha256: String,
 }
 
-#[derive(Debug, Clone)]
-pub struct LocalStore {
-    root: PathBuf,
-}
-
-impl LocalStore {
-    pub fn open(root: impl Into<PathBuf>) -> Result<LocalStore> {
-        let root = root.into();
-        std::fs::create_dir_all(&root)
-            .with_context(|| format!("creating the output directory {}", root.display()))?;
-        Ok(LocalStore { root })
-    }
-
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
-    /// Where logs are spooled while their job runs (same filesystem, so publishing renames).
-    pub fn spool_dir(&self) -> PathBuf {
-        self.root.join(".spool")
-    }
-
-    pub fn raw_path(&self, tool: Tool, name: &str, version: &str) -> PathBuf {
-        self.root.join(format!("{tool}/raw/{name}/{version}"))
-    }
-
-    pub fn html_path(&self, tool: Tool, name: &str, version: &str) -> PathBuf {
-        self.root.join(format!("{tool}/logs/{name}/{version}"))
-    }
-
-    pub fn result_path(&self, tool: Tool, name: &str, version: &str) -> PathBuf {
-        self.root
-            .join(format!("{tool}/results/{name}/{version}.json"))
-    }
-
-    /// The stored verdict, if this crate has finished before.
-    pub fn result(&self, tool: Tool, name: &str, version: &str) -> Result<Option<ResultRecord>> {
-        let path = self.result_path(tool, name, version);
-        match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .with_context(|| format!("reading {}", path.display())),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
-        }
-    }
-
-    /// Publishes a finished job: the raw log (moved from `spooled_log`), its HTML, then the JSON.
-    pub fn publish(&self, tool: Tool, record: &ResultRecord, spooled_log: &Path) -> Result<()> {
-        let (name, version) = (record.name.as_str(), record.version.as_str());
-        let raw = self.raw_path(tool, name, version);
-        create_parent(&raw)?;
-        std::fs::rename(spooled_log, &raw)
-            .with_context(|| format!("moving the log to {}", raw.display()))?;
-
-        let html = self.html_path(tool, name, version);
-        let title = format!("{name} {version} — {tool}: {}", record.status);
-        // Link the page to the first UB report when there is one.
-        let markers: &[&str] = if record.causes.is_empty() {
-            &[]
-        } else {
-            REPORT_MARKERS
-        };
-        write_atomically(&html, |out| {
-            let input = std::fs::File::open(&raw)?;
-            render::render_html_marked(&title, std::io::BufReader::new(input), out, markers)?;
-            Ok(())
-        })?;
-
-        let json = self.result_path(tool, name, version);
-        write_atomically(&json, |out| {
-            serde_json::to_writer_pretty(&mut *out, record)?;
-            out.write_all(b"\n")?;
-            Ok(())
-        })
-    }
-}
-
-impl LocalStore {
-    /// Records a `skipped` verdict (a yanked or missing version): its log is the reason.
-    pub fn publish_skipped(
-        &self,
-        tool: Tool,
-        name: &str,
-        version: &str,
-        reason: &str,
-    ) -> Result<()> {
-        let spool = self.spool_dir();
-        std::fs::create_dir_all(&spool)?;
-        let log = spool.join(format!("{}-skipped-{name}-{version}", std::process::id()));
-        std::fs::write(&log, format!("[crater-at-home] skipped: {reason}\n"))?;
-        let now = time::OffsetDateTime::now_utc()
+impl ResultRecord {
+    /// The verdict for a version that was not run (yanked or missing); its log is the reason.
+    pub fn skipped(tool: Tool, name: &str, version: &str, reason: &str, log_bytes: u64) -> Self {
+        let now = OffsetDateTime::now_utc()
             .format(&time::format_description::well_known::Rfc3339)
             .unwrap_or_default();
-        let record = ResultRecord {
+        ResultRecord {
             name: name.to_owned(),
             version: version.to_owned(),
             tool: tool.to_string(),
@@ -185,105 +131,169 @@ impl LocalStore {
             tries: 0,
             agent: String::new(),
             slot: 0,
-            log_bytes: std::fs::metadata(&log)?.len(),
+            log_bytes,
             log_sha256: String::new(),
-        };
-        self.publish(tool, &record, &log)
+        }
     }
 }
 
-fn create_parent(path: &Path) -> Result<()> {
-    let parent = path.parent().expect("store paths have parents");
-    std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))
+/// What the store knows of a crate's last result without necessarily reading it: a bucket
+/// listing gives the time, not the verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Existing {
+    pub finished_at: Option<OffsetDateTime>,
+    pub status: Option<Verdict>,
 }
 
-/// Writes `path` through a temporary file beside it, so readers see all of it or none.
-fn write_atomically(
-    path: &Path,
-    write: impl FnOnce(&mut std::io::BufWriter<std::fs::File>) -> Result<()>,
-) -> Result<()> {
-    use std::io::Write;
-    create_parent(path)?;
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    let result = (|| -> Result<()> {
-        let mut out = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
-        write(&mut out)?;
-        out.flush()?;
-        out.get_ref().sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+impl From<&ResultRecord> for Existing {
+    fn from(record: &ResultRecord) -> Existing {
+        Existing {
+            finished_at: OffsetDateTime::parse(
+                &record.finished_at,
+                &time::format_description::well_known::Rfc3339,
+            )
+            .ok(),
+            status: Some(record.status),
+        }
     }
-    result.with_context(|| format!("writing {}", path.display()))
 }
 
-use std::io::Write as _;
+/// The finished results of one tool, keyed by `(name, version)`.
+pub type FinishedIndex = HashMap<(String, String), Existing>;
+
+/// Why publishing failed, and whether trying again can help.
+#[derive(Debug)]
+pub enum PublishError {
+    /// Throttling, 5xx, timeouts, lost connections: retry with backoff.
+    Transient(anyhow::Error),
+    /// Access denied, a missing bucket, a full disk: retrying soon will not help.
+    Permanent(anyhow::Error),
+}
+
+impl PublishError {
+    pub fn is_transient(&self) -> bool {
+        matches!(self, PublishError::Transient(_))
+    }
+}
+
+impl std::fmt::Display for PublishError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PublishError::Transient(e) | PublishError::Permanent(e) => write!(f, "{e:#}"),
+        }
+    }
+}
+
+impl std::error::Error for PublishError {}
+
+/// Where results go.
+#[derive(Clone)]
+pub enum Store {
+    Local(LocalStore),
+    S3(S3Store),
+}
+
+impl Store {
+    /// `s3://bucket/` or the directory, for messages.
+    pub fn describe(&self) -> String {
+        match self {
+            Store::Local(store) => store.root().display().to_string(),
+            Store::S3(store) => format!("s3://{}", store.bucket()),
+        }
+    }
+
+    /// Where a tool's results can be found, for the summary.
+    pub fn results_location(&self, tool: Tool) -> String {
+        match self {
+            Store::Local(store) => store.root().join(tool.name()).display().to_string(),
+            Store::S3(store) => format!("s3://{}/{tool}/", store.bucket()),
+        }
+    }
+
+    /// Stores one result from the outbox: raw log, HTML, then the JSON. Safe to repeat.
+    pub async fn publish(&self, entry: &Entry) -> Result<(), PublishError> {
+        match self {
+            Store::Local(store) => {
+                let (store, entry) = (store.clone(), entry.clone());
+                tokio::task::spawn_blocking(move || store.publish(&entry))
+                    .await
+                    .map_err(|e| PublishError::Permanent(e.into()))?
+                    .map_err(PublishError::Permanent)
+            }
+            Store::S3(store) => store.publish(entry).await,
+        }
+    }
+
+    /// The finished results of `tool` among `wanted`. `need_status`: the verdict of each is
+    /// needed too (`--retry-failed`), which a bucket listing does not give.
+    pub async fn finished(
+        &self,
+        tool: Tool,
+        wanted: &[(String, String)],
+        need_status: bool,
+    ) -> Result<FinishedIndex> {
+        match self {
+            Store::Local(store) => {
+                let mut found = FinishedIndex::new();
+                for (name, version) in wanted {
+                    if let Some(record) = store.result(tool, name, version)? {
+                        found.insert((name.clone(), version.clone()), Existing::from(&record));
+                    }
+                }
+                Ok(found)
+            }
+            Store::S3(store) => store.finished(tool, wanted, need_status).await,
+        }
+    }
+}
+
+/// A plausible record, for tests.
+#[cfg(test)]
+pub(crate) fn sample_record(name: &str, version: &str) -> ResultRecord {
+    ResultRecord {
+        name: name.into(),
+        version: version.into(),
+        tool: "check".into(),
+        target: "x86_64-unknown-linux-gnu".into(),
+        status: Verdict::BuildFail,
+        source: "crates.io".into(),
+        failed_step: Some("build".into()),
+        exit_code: 101,
+        timed_out: false,
+        timeout_kind: None,
+        oom: false,
+        log_truncated_bytes: 0,
+        causes: Vec::new(),
+        probable_false_positive: false,
+        skip_reason: None,
+        harness_error: None,
+        duration_ms: 1234,
+        peak_memory_bytes: 0,
+        started_at: "2026-11-23T10:00:00Z".into(),
+        finished_at: "2026-11-23T10:00:01Z".into(),
+        attempt: 1,
+        tries: 1,
+        agent: "host".into(),
+        slot: 0,
+        log_bytes: 11,
+        log_sha256: String::new(),
+    }
+}
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn record() -> ResultRecord {
-        ResultRecord {
-            name: "foo".into(),
-            version: "1.2.3".into(),
-            tool: "check".into(),
-            target: "x86_64-unknown-linux-gnu".into(),
-            status: Verdict::BuildFail,
-            source: "crates.io".into(),
-            failed_step: Some("build".into()),
-            exit_code: 101,
-            timed_out: false,
-            timeout_kind: None,
-            oom: false,
-            log_truncated_bytes: 0,
-            causes: Vec::new(),
-            probable_false_positive: false,
-            skip_reason: None,
-            harness_error: None,
-            duration_ms: 1234,
-            peak_memory_bytes: 0,
-            started_at: "2026-11-23T10:00:00Z".into(),
-            finished_at: "2026-11-23T10:00:01Z".into(),
-            attempt: 1,
-            tries: 1,
-            agent: "host".into(),
-            slot: 0,
-            log_bytes: 11,
-            log_sha256: String::new(),
-        }
-    }
-
     #[test]
-    fn publish_writes_the_seed_layout_with_the_verdict_last() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = LocalStore::open(dir.path()).unwrap();
-        std::fs::create_dir_all(store.spool_dir()).unwrap();
-        let spooled = store.spool_dir().join("1-1.log");
-        std::fs::write(&spooled, "error: <oops>\n").unwrap();
-        assert_eq!(store.result(Tool::Check, "foo", "1.2.3").unwrap(), None);
-
-        store.publish(Tool::Check, &record(), &spooled).unwrap();
-
-        let root = dir.path();
+    fn result_keys_parse_back() {
+        let key = result_key(Tool::Check, "serde_json", "1.0.0+meta");
+        let relative = key.strip_prefix("check/results/").unwrap();
         assert_eq!(
-            std::fs::read_to_string(root.join("check/raw/foo/1.2.3")).unwrap(),
-            "error: <oops>\n"
+            parse_result_key(relative),
+            Some(("serde_json".into(), "1.0.0+meta".into()))
         );
-        let html = std::fs::read_to_string(root.join("check/logs/foo/1.2.3")).unwrap();
-        assert!(html.contains("error: &lt;oops&gt;"), "{html}");
-        let json: serde_json::Value = serde_json::from_str(
-            &std::fs::read_to_string(root.join("check/results/foo/1.2.3.json")).unwrap(),
-        )
-        .unwrap();
-        assert_eq!(json["crate"], "foo");
-        assert_eq!(json["status"], "build-fail");
-        assert_eq!(
-            store.result(Tool::Check, "foo", "1.2.3").unwrap(),
-            Some(record())
-        );
-        assert!(!spooled.exists(), "the spool file was moved, not copied");
+        assert_eq!(parse_result_key("serde/1.0.0"), None, "not a .json");
+        assert_eq!(parse_result_key("a/b/1.0.0.json"), None, "too deep");
+        assert_eq!(parse_result_key("/1.0.0.json"), None);
     }
 }

@@ -1,0 +1,412 @@
+//! The outbox: finished results on local disk, waiting for the store to take them.
+//!
+//! A job's result is *finished* once it is committed here (its log moved in, then its JSON
+//! record written, both on the spool's filesystem); a single uploader then stores each entry,
+//! oldest first, retrying with backoff for as long as it takes, and deletes it only once the
+//! store has all of it. So an unreachable bucket costs disk, not results, and a coordinator
+//! killed at any moment finds its committed results here at the next start and stores them
+//! instead of running those crates again. The size of what waits is bounded by
+//! `--spool-max-gb`: past it the coordinator hands out no new work (backpressure) until the
+//! uploads drain.
+//!
+//! The spool directory is locked for the life of the process, so two coordinators never share
+//! one; running-job logs left there by a dead process are deleted at open (those jobs have no
+//! result and simply run again).
+
+use crate::store::{ResultRecord, Store};
+use anyhow::{Context, Result, bail};
+use backon::{BackoffBuilder, ExponentialBuilder};
+use crater_proto::tool::Tool;
+use std::collections::VecDeque;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{Notify, watch};
+use tokio_util::sync::CancellationToken;
+
+const RECORD_FILE: &str = "result.json";
+const RAW_FILE: &str = "raw";
+
+/// One committed result.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub dir: PathBuf,
+    pub tool: Tool,
+    pub record: ResultRecord,
+    pub bytes: u64,
+}
+
+impl Entry {
+    /// The raw log.
+    pub fn raw_path(&self) -> PathBuf {
+        self.dir.join(RAW_FILE)
+    }
+
+    /// Scratch space for the HTML page, for stores that upload it.
+    pub fn html_path(&self) -> PathBuf {
+        self.dir.join("page.html")
+    }
+}
+
+/// What waits to be stored.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Backlog {
+    pub entries: usize,
+    pub bytes: u64,
+    /// Why the last attempt to store the oldest entry failed, while it keeps failing.
+    pub failing: Option<String>,
+}
+
+#[derive(Clone)]
+pub struct Outbox {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    spool: PathBuf,
+    dir: PathBuf,
+    max_bytes: u64,
+    queue: Mutex<VecDeque<Entry>>,
+    wake: Notify,
+    backlog: watch::Sender<Backlog>,
+    last_seq: AtomicU64,
+    /// Held (locked) for the life of the process.
+    _lock: std::fs::File,
+}
+
+impl Outbox {
+    /// Opens (and locks) the spool at `spool`, recovering the entries an earlier process
+    /// committed and deleting what it left half-done.
+    pub fn open(spool: &Path, max_bytes: u64) -> Result<Outbox> {
+        let dir = spool.join("outbox");
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let lock_path = spool.join("lock");
+        let lock = std::fs::File::create(&lock_path)
+            .with_context(|| format!("creating {}", lock_path.display()))?;
+        if lock.try_lock().is_err() {
+            bail!(
+                "another crater-at-home process is using the spool {} (the same --out); \
+                 wait for it or give this one another --out",
+                spool.display()
+            );
+        }
+        remove_stale_logs(spool)?;
+        let mut entries = Vec::new();
+        let mut names: Vec<PathBuf> = std::fs::read_dir(&dir)?
+            .map(|e| e.map(|e| e.path()))
+            .collect::<std::io::Result<_>>()?;
+        names.sort();
+        for path in names {
+            match read_entry(&path) {
+                Some(entry) => entries.push(entry),
+                None => {
+                    tracing::info!("removing a half-committed result {}", path.display());
+                    let _ = std::fs::remove_dir_all(&path);
+                }
+            }
+        }
+        let backlog = Backlog {
+            entries: entries.len(),
+            bytes: entries.iter().map(|e| e.bytes).sum(),
+            failing: None,
+        };
+        Ok(Outbox {
+            inner: Arc::new(Inner {
+                spool: spool.to_owned(),
+                dir,
+                max_bytes,
+                queue: Mutex::new(entries.into()),
+                wake: Notify::new(),
+                backlog: watch::channel(backlog).0,
+                last_seq: AtomicU64::new(0),
+                _lock: lock,
+            }),
+        })
+    }
+
+    /// Where running jobs' logs are spooled (the outbox's filesystem, so committing renames).
+    pub fn spool_dir(&self) -> &Path {
+        &self.inner.spool
+    }
+
+    /// The entries waiting now, oldest first.
+    pub fn entries(&self) -> Vec<Entry> {
+        self.queue().iter().cloned().collect()
+    }
+
+    pub fn backlog(&self) -> watch::Receiver<Backlog> {
+        self.inner.backlog.subscribe()
+    }
+
+    /// More is waiting than `--spool-max-gb` allows: hand out no new work.
+    pub fn over_bound(&self) -> bool {
+        self.inner.backlog.borrow().bytes > self.inner.max_bytes
+    }
+
+    /// Commits a finished result: `log` is moved in, then the record written. Blocking I/O.
+    pub fn commit(&self, tool: Tool, record: &ResultRecord, log: &Path) -> Result<()> {
+        let seq = self.next_seq();
+        let dir = self.inner.dir.join(format!(
+            "{seq:020}-{tool}-{}-{}",
+            record.name, record.version
+        ));
+        let result = (|| -> Result<Entry> {
+            std::fs::create_dir(&dir)?;
+            let raw = dir.join(RAW_FILE);
+            std::fs::rename(log, &raw)
+                .with_context(|| format!("moving {} into the outbox", log.display()))?;
+            let tmp = dir.join("result.json.tmp");
+            let mut file = std::fs::File::create(&tmp)?;
+            serde_json::to_writer_pretty(&mut file, record)?;
+            file.write_all(b"\n")?;
+            file.sync_all()?;
+            std::fs::File::open(&raw)?.sync_all()?;
+            std::fs::rename(&tmp, dir.join(RECORD_FILE))?;
+            std::fs::File::open(&dir)?.sync_all()?;
+            Ok(Entry {
+                bytes: std::fs::metadata(&raw)?.len(),
+                dir: dir.clone(),
+                tool,
+                record: record.clone(),
+            })
+        })();
+        let entry = match result {
+            Ok(entry) => entry,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(e.context(format!("committing the result to {}", dir.display())));
+            }
+        };
+        let bytes = entry.bytes;
+        self.queue().push_back(entry);
+        self.inner.backlog.send_modify(|b| {
+            b.entries += 1;
+            b.bytes += bytes;
+        });
+        self.inner.wake.notify_one();
+        Ok(())
+    }
+
+    /// Commits a result whose whole log is `text` (a `skipped` verdict).
+    pub fn commit_text(&self, tool: Tool, record: &ResultRecord, text: &str) -> Result<()> {
+        let log = self
+            .inner
+            .spool
+            .join(format!("text-{}.log", self.next_seq()));
+        std::fs::write(&log, text).with_context(|| format!("writing {}", log.display()))?;
+        self.commit(tool, record, &log)
+    }
+
+    /// Stores entries, oldest first, until `stop`; an entry leaves the outbox only once stored.
+    pub async fn run_uploader(self, store: Store, stop: CancellationToken) {
+        loop {
+            let entry = loop {
+                if let Some(entry) = self.queue().front().cloned() {
+                    break entry;
+                }
+                tokio::select! {
+                    () = self.inner.wake.notified() => {}
+                    () = stop.cancelled() => return,
+                }
+            };
+            tokio::select! {
+                () = self.store_entry(&store, &entry) => {}
+                () = stop.cancelled() => return,
+            }
+            if let Err(e) = std::fs::remove_dir_all(&entry.dir) {
+                // Stored all the same; a leftover directory is re-published (harmlessly) at the
+                // next start.
+                tracing::warn!("removing {}: {e}", entry.dir.display());
+            }
+            self.queue().pop_front();
+            self.inner.backlog.send_modify(|b| {
+                b.entries -= 1;
+                b.bytes -= entry.bytes;
+                b.failing = None;
+            });
+        }
+    }
+
+    /// Resolves when nothing waits to be stored.
+    pub async fn drained(&self) {
+        let mut backlog = self.backlog();
+        let _ = backlog.wait_for(|b| b.entries == 0).await;
+    }
+
+    /// Tries until it works: transient failures (throttling, 5xx, timeouts, connection errors)
+    /// with exponential backoff and jitter, permanent ones (access denied, a missing bucket, a
+    /// full disk) every minute, since they need a person and the result must not be lost.
+    async fn store_entry(&self, store: &Store, entry: &Entry) {
+        let what = format!(
+            "{} {} ({})",
+            entry.record.name, entry.record.version, entry.tool
+        );
+        loop {
+            let mut delays = backoff();
+            let error = loop {
+                match store.publish(entry).await {
+                    Ok(()) => return,
+                    Err(e) if e.is_transient() => {
+                        let delay = delays.next().expect("the backoff never ends");
+                        self.failing(&what, &e.to_string(), delay);
+                        tokio::time::sleep(delay).await;
+                    }
+                    Err(e) => break e,
+                }
+            };
+            let delay = Duration::from_secs(60);
+            self.failing(&what, &error.to_string(), delay);
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    fn failing(&self, what: &str, error: &str, retry_in: Duration) {
+        let first = self.inner.backlog.borrow().failing.is_none();
+        if first {
+            tracing::warn!("storing {what} failed, retrying in {retry_in:.1?}: {error}");
+        } else {
+            tracing::debug!("storing {what} failed, retrying in {retry_in:.1?}: {error}");
+        }
+        self.inner
+            .backlog
+            .send_modify(|b| b.failing = Some(error.to_owned()));
+    }
+
+    fn queue(&self) -> std::sync::MutexGuard<'_, VecDeque<Entry>> {
+        self.inner.queue.lock().expect("outbox lock poisoned")
+    }
+
+    /// Increasing across restarts (it starts from the clock), so entries sort oldest first.
+    fn next_seq(&self) -> u64 {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        let previous = self
+            .inner
+            .last_seq
+            .fetch_max(now, Ordering::SeqCst)
+            .max(now);
+        // Two commits in the same nanosecond (or a clock step back) still get distinct numbers.
+        let seq = previous + 1;
+        self.inner.last_seq.fetch_max(seq, Ordering::SeqCst);
+        seq
+    }
+}
+
+/// Exponential backoff with jitter: 1 s doubling to 30 s, forever.
+fn backoff() -> impl Iterator<Item = Duration> {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_secs(1))
+        .with_max_delay(Duration::from_secs(30))
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
+fn read_entry(dir: &Path) -> Option<Entry> {
+    let bytes = std::fs::read(dir.join(RECORD_FILE)).ok()?;
+    let record: ResultRecord = serde_json::from_slice(&bytes).ok()?;
+    let tool: Tool = record.tool.parse().ok()?;
+    Some(Entry {
+        bytes: std::fs::metadata(dir.join(RAW_FILE)).map_or(0, |m| m.len()),
+        dir: dir.to_owned(),
+        tool,
+        record,
+    })
+}
+
+/// Running-job logs of a dead process: their jobs have no result, so they run again.
+fn remove_stale_logs(spool: &Path) -> Result<()> {
+    for entry in std::fs::read_dir(spool)? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "log") {
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+    Ok(())
+}
+
+/// The entries waiting in the spool at `spool`, read without taking it over (for `list`).
+pub fn peek(spool: &Path) -> Vec<Entry> {
+    let Ok(dir) = std::fs::read_dir(spool.join("outbox")) else {
+        return Vec::new();
+    };
+    let mut entries: Vec<Entry> = dir.filter_map(|e| read_entry(&e.ok()?.path())).collect();
+    entries.sort_by(|a, b| a.dir.cmp(&b.dir));
+    entries
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{LocalStore, sample_record};
+
+    fn commit(outbox: &Outbox, name: &str, log: &str) {
+        let path = outbox.spool_dir().join(format!("{name}.log"));
+        std::fs::write(&path, log).unwrap();
+        outbox
+            .commit(Tool::Check, &sample_record(name, "1.0.0"), &path)
+            .unwrap();
+    }
+
+    #[test]
+    fn committed_results_survive_a_restart_half_committed_ones_do_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = dir.path().join(".spool");
+        {
+            let outbox = Outbox::open(&spool, 10).unwrap();
+            commit(&outbox, "first", "0123456789");
+            commit(&outbox, "second", "abc");
+            assert_eq!(outbox.backlog().borrow().entries, 2);
+            assert_eq!(outbox.backlog().borrow().bytes, 13);
+            assert!(outbox.over_bound(), "13 bytes wait, 10 allowed");
+            let err = Outbox::open(&spool, 10).err().unwrap().to_string();
+            assert!(err.contains("another crater-at-home process"), "{err}");
+        }
+        // What a crash leaves: a running job's log, and an entry without its record.
+        std::fs::write(spool.join("7-0.log"), "partial").unwrap();
+        let torn = spool.join("outbox/99999999999999999999-check-torn-1.0.0");
+        std::fs::create_dir(&torn).unwrap();
+        std::fs::write(torn.join(RAW_FILE), "log without a verdict").unwrap();
+
+        assert_eq!(peek(&spool).len(), 2, "peek reads without the lock");
+        let outbox = Outbox::open(&spool, 10).unwrap();
+        let names: Vec<String> = outbox
+            .entries()
+            .iter()
+            .map(|e| e.record.name.clone())
+            .collect();
+        assert_eq!(names, ["first", "second"], "oldest first");
+        assert_eq!(outbox.backlog().borrow().bytes, 13);
+        assert!(!torn.exists(), "the half-committed entry is gone");
+        assert!(!spool.join("7-0.log").exists(), "so is the stale log");
+    }
+
+    #[tokio::test]
+    async fn the_uploader_stores_everything_and_empties_the_outbox() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = Outbox::open(&dir.path().join(".spool"), u64::MAX).unwrap();
+        commit(&outbox, "first", "one\n");
+        let store = Store::Local(LocalStore::open(dir.path().join("results")).unwrap());
+        let stop = CancellationToken::new();
+        let uploader = tokio::spawn(outbox.clone().run_uploader(store.clone(), stop.clone()));
+        commit(&outbox, "second", "two\n");
+        tokio::time::timeout(Duration::from_secs(10), outbox.drained())
+            .await
+            .expect("drained");
+        stop.cancel();
+        uploader.await.unwrap();
+        let Store::Local(local) = store else {
+            unreachable!()
+        };
+        for (name, log) in [("first", "one\n"), ("second", "two\n")] {
+            assert!(local.result(Tool::Check, name, "1.0.0").unwrap().is_some());
+            let raw = local.raw_path(Tool::Check, name, "1.0.0");
+            assert_eq!(std::fs::read_to_string(raw).unwrap(), log);
+        }
+        assert!(peek(&dir.path().join(".spool")).is_empty());
+        assert_eq!(*outbox.backlog().borrow(), Backlog::default());
+    }
+}
