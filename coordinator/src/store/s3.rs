@@ -18,7 +18,7 @@ use aws_config::meta::region::RegionProviderChain;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region};
 use aws_sdk_s3::config::http::HttpResponse;
-use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::{ByteStream, Length};
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use crater_proto::tool::Tool;
@@ -98,7 +98,14 @@ impl S3Store {
         if let Err(e) = self.client.head_bucket().bucket(bucket).send().await {
             let status = e.raw_response().map(|r| r.status().as_u16());
             let code = e.code().unwrap_or_default().to_owned();
-            let detail = DisplayErrorContext(&e);
+            let detail = ErrorChain(&e);
+            if detail.to_string().contains("credentials") {
+                bail!(
+                    "no usable AWS credentials for the bucket `{bucket}`: set AWS_ACCESS_KEY_ID \
+                     and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE, or run with an instance role \
+                     ({detail})"
+                );
+            }
             match (status, code.as_str()) {
                 (Some(404), _) | (_, "NoSuchBucket") => {
                     bail!("the bucket `{bucket}` does not exist at {}", self.endpoint)
@@ -133,7 +140,7 @@ impl S3Store {
             .map_err(|e| {
                 anyhow!(
                     "cannot write to the bucket `{bucket}` ({}): results could not be stored",
-                    DisplayErrorContext(&e)
+                    ErrorChain(&e)
                 )
             })?;
         Ok(())
@@ -337,11 +344,7 @@ impl S3Store {
         let mut listed = 0u64;
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| {
-                anyhow!(
-                    "listing s3://{}/{prefix}: {}",
-                    self.bucket,
-                    DisplayErrorContext(&e)
-                )
+                anyhow!("listing s3://{}/{prefix}: {}", self.bucket, ErrorChain(&e))
             })?;
             for object in page.contents() {
                 listed += 1;
@@ -408,11 +411,7 @@ impl S3Store {
         {
             Ok(object) => object,
             Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => return Ok(None),
-            Err(e) => bail!(
-                "reading s3://{}/{key}: {}",
-                self.bucket,
-                DisplayErrorContext(&e)
-            ),
+            Err(e) => bail!("reading s3://{}/{key}: {}", self.bucket, ErrorChain(&e)),
         };
         let bytes = object
             .body
@@ -452,10 +451,25 @@ where
         }
         _ => false,
     };
-    let error = anyhow!("{what}: {}", DisplayErrorContext(&error));
+    let error = anyhow!("{what}: {}", ErrorChain(&error));
     if transient {
         PublishError::Transient(error)
     } else {
         PublishError::Permanent(error)
+    }
+}
+
+/// An error and its sources, `: `-separated: short enough for one line, unlike the SDK's Debug.
+struct ErrorChain<'a>(&'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(error) = source {
+            write!(f, ": {error}")?;
+            source = error.source();
+        }
+        Ok(())
     }
 }

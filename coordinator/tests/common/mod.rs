@@ -1,5 +1,6 @@
 //! Helpers for the end-to-end tests: the real binaries, the real Docker engine, real crates.
 #![allow(dead_code)] // each test binary uses its own subset
+pub mod s3;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -65,8 +66,14 @@ impl Drop for Running {
 
 /// Starts `program ARGS` with its output captured (read it with [`wait`]).
 pub fn spawn(program: &Path, args: &[&str]) -> Running {
+    spawn_with_env(program, args, &[])
+}
+
+/// [`spawn`] with extra environment variables.
+pub fn spawn_with_env(program: &Path, args: &[&str], env: &[(String, String)]) -> Running {
     let child = Command::new(program)
         .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
