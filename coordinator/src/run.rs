@@ -220,10 +220,10 @@ pub async fn run(args: RunArgs) -> Result<u8> {
     } else {
         exit::INPUT_REFUSED
     };
-    let stop = stop_on_signal();
     let uploads = Uploads::start(&outbox, &store);
     if plan.jobs.is_empty() {
-        if !uploads.finish(&outbox, &store, &stop).await {
+        if !uploads.finish(&outbox, &store, &stop_on_signal()).await {
+            unstored_note(&outbox);
             return Ok(exit::INTERRUPTED);
         }
         eprintln!("nothing to do");
@@ -244,6 +244,8 @@ pub async fn run(args: RunArgs) -> Result<u8> {
     }
     agent_config.capabilities = Some(capabilities);
 
+    // Only from here on: until now Ctrl-C simply ends the process (nothing to clean up yet).
+    let stop = stop_on_signal();
     let (coordinator, mut events) =
         Coordinator::new(outbox.clone(), limits(&args.select), plan.jobs);
     let listener = TcpListener::bind("127.0.0.1:0").await?;

@@ -7,6 +7,7 @@ mod common;
 
 use common::s3::S3Server;
 use common::*;
+use crater_coordinator::dump::synth::{SynthCrate, SynthVersion, write_dump};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -275,7 +276,10 @@ fn an_outage_of_a_minute_loses_nothing_and_pauses_new_work() {
     for (name, version) in &crates_run {
         let record = json(&server, &format!("check/results/{name}/{version}.json"));
         assert_eq!(record["status"], "pass", "{record}");
-        assert_eq!(record["attempt"], 1, "each crate was handed out once: {record}");
+        assert_eq!(
+            record["attempt"], 1,
+            "each crate was handed out once: {record}"
+        );
     }
     assert!(unstored(out.path()).is_empty());
 }
@@ -407,4 +411,92 @@ fn a_missing_bucket_wrong_credentials_or_no_server_refuse_to_start() {
     // With the right credentials the same bucket is fine (so the refusals above were real).
     let fine = run_with(BUCKET, &server.endpoint(), &server.env());
     assert_eq!(fine.status.code(), Some(0), "{}", fine.stderr);
+}
+
+#[test]
+fn resuming_from_a_large_bucket_reads_every_page_of_the_listing() {
+    let server = S3Server::start();
+    server.create_bucket(BUCKET);
+    // 1100 crates in a generated dump (more than one listing page of 1000 keys); 1050 of them
+    // have a result in the bucket, every 25th a failure.
+    let dir = tempfile::tempdir().unwrap();
+    let dump = dir.path().join("db-dump.tar.gz");
+    let name = |i: usize| format!("resume-{i:04}");
+    let crates: Vec<SynthCrate> = (0..1100)
+        .map(|i| SynthCrate {
+            name: name(i),
+            versions: vec![SynthVersion {
+                num: "1.0.0".to_owned(),
+                yanked: false,
+                downloads: vec![("2026-11-01".to_owned(), 5000 - i as u64)],
+                checksum: [7; 32],
+            }],
+        })
+        .collect();
+    write_dump(&dump, &crates).unwrap();
+    let now = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let results: BTreeMap<String, String> = (0..1050)
+        .map(|i| {
+            let status = if i % 25 == 0 { "build-fail" } else { "pass" };
+            let record = serde_json::json!({
+                "crate": name(i), "version": "1.0.0", "tool": "check", "target": "t",
+                "status": status, "source": "crates.io", "exit_code": 0, "timed_out": false,
+                "duration_ms": 1, "peak_memory_bytes": 0, "started_at": now,
+                "finished_at": now, "attempt": 1, "tries": 1, "agent": "a", "slot": 0,
+                "log_bytes": 0, "log_sha256": ""
+            });
+            (
+                format!("check/results/{}/1.0.0.json", name(i)),
+                record.to_string(),
+            )
+        })
+        .collect();
+    server.put_many(BUCKET, &results);
+    let out = tempfile::tempdir().unwrap();
+    let list = |extra: &[&str]| {
+        let mut args = vec![
+            "list".to_owned(),
+            "--all".to_owned(),
+            "--db-dump".to_owned(),
+            to_str(&dump).to_owned(),
+            "--out".to_owned(),
+            to_str(out.path()).to_owned(),
+        ];
+        args.extend(bucket_args(&server));
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let done = wait(
+            spawn_with_env(&coordinator_bin(), &args, &server.env()),
+            Duration::from_secs(120),
+        );
+        assert_eq!(done.status.code(), Some(0), "{}", done.stderr);
+        let names: Vec<String> = done
+            .stdout
+            .lines()
+            .map(|l| l.split(' ').next().unwrap().to_owned())
+            .collect();
+        (names, done.stderr)
+    };
+
+    let (names, stderr) = list(&[]);
+    assert_eq!(
+        names,
+        (1050..1100).map(name).collect::<Vec<_>>(),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("1050 already finished in s3://results"),
+        "{stderr}"
+    );
+    let (names, stderr) = list(&["--retry-failed"]);
+    let failed: Vec<String> = (0..1050).filter(|i| i % 25 == 0).map(name).collect();
+    assert_eq!(names, failed, "{stderr}");
+    let (names, _) = list(&["--max-age", "0"]);
+    assert_eq!(
+        names.len(),
+        1100,
+        "a zero --max-age makes every result stale"
+    );
 }

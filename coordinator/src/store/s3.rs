@@ -35,8 +35,10 @@ const PART_SIZE: u64 = 8 << 20;
 const MAX_PARTS: u64 = 10_000;
 /// Parts in flight at once for one upload (each streamed from the file).
 const PART_CONCURRENCY: usize = 4;
-/// Verdicts read at once when `--retry-failed` needs them.
+/// Verdicts read at once (a small selection, or `--retry-failed`).
 const GET_CONCURRENCY: usize = 32;
+/// Up to this many selected crates, reading their verdicts beats listing a large bucket.
+const FEW: usize = 256;
 /// Where the write check at start puts its object.
 const WRITE_CHECK_KEY: &str = ".crater-at-home/write-check";
 
@@ -61,6 +63,9 @@ pub struct S3Store {
 impl S3Store {
     /// A client for the bucket, after checking it exists (and, with `write`, can be written).
     pub async fn connect(options: &S3Options, write: bool) -> Result<S3Store> {
+        if let Some(endpoint) = &options.endpoint {
+            check_endpoint(endpoint)?;
+        }
         let region = RegionProviderChain::default_provider().or_else(Region::new("us-east-1"));
         let shared = aws_config::defaults(BehaviorVersion::v2026_01_12())
             .region(region)
@@ -315,14 +320,18 @@ impl S3Store {
             .build())
     }
 
-    /// Lists `{tool}/results/` (every page; progress on stderr for a large bucket) and keeps
-    /// the crates in `wanted`; with `need_status`, reads their verdicts too.
+    /// The finished results among `wanted`: a few are read one by one (verdicts included); for
+    /// more, `{tool}/results/` is listed (every page; progress on stderr for a large bucket)
+    /// and, with `need_status`, the verdicts of the wanted ones read after.
     pub async fn finished(
         &self,
         tool: Tool,
         wanted: &[(String, String)],
         need_status: bool,
     ) -> Result<FinishedIndex> {
+        if wanted.len() <= FEW {
+            return self.read_results(tool, wanted).await;
+        }
         let wanted: HashSet<(&str, &str)> = wanted
             .iter()
             .map(|(n, v)| (n.as_str(), v.as_str()))
@@ -376,21 +385,26 @@ impl S3Store {
         spinner.finish_and_clear();
         if need_status {
             let keys: Vec<(String, String)> = found.keys().cloned().collect();
-            let records: Vec<Option<ResultRecord>> = futures::stream::iter(
-                keys.iter()
-                    .map(|(name, version)| self.result(tool, name, version)),
-            )
-            .buffer_unordered(GET_CONCURRENCY)
-            .try_collect()
-            .await?;
-            for record in records.into_iter().flatten() {
-                found.insert(
-                    (record.name.clone(), record.version.clone()),
-                    Existing::from(&record),
-                );
-            }
+            found.extend(self.read_results(tool, &keys).await?);
         }
         Ok(found)
+    }
+
+    /// The stored verdicts of `crates` (those that have one), read concurrently.
+    async fn read_results(&self, tool: Tool, crates: &[(String, String)]) -> Result<FinishedIndex> {
+        let records: Vec<Option<ResultRecord>> = futures::stream::iter(
+            crates
+                .iter()
+                .map(|(name, version)| self.result(tool, name, version)),
+        )
+        .buffer_unordered(GET_CONCURRENCY)
+        .try_collect()
+        .await?;
+        Ok(records
+            .into_iter()
+            .flatten()
+            .map(|r| ((r.name.clone(), r.version.clone()), Existing::from(&r)))
+            .collect())
     }
 
     /// A stored verdict, if there is one.
@@ -423,6 +437,29 @@ impl S3Store {
             .map(Some)
             .with_context(|| format!("reading s3://{}/{key}", self.bucket))
     }
+}
+
+/// Plain HTTP only on loopback: results and signed requests cross no network in the clear.
+fn check_endpoint(endpoint: &str) -> Result<()> {
+    let Some(rest) = endpoint.strip_prefix("http://") else {
+        if endpoint.starts_with("https://") {
+            return Ok(());
+        }
+        bail!("--s3-endpoint {endpoint}: give an https:// (or, on loopback, http://) URL");
+    };
+    let authority = rest.split('/').next().unwrap_or_default();
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => authority.split(':').next().unwrap_or_default(),
+    };
+    let loopback = host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if !loopback {
+        bail!("--s3-endpoint {endpoint}: plain HTTP is only allowed on loopback; use https://");
+    }
+    Ok(())
 }
 
 /// Transient (retry soon) or permanent, from what S3 answered, if anything.
@@ -471,5 +508,25 @@ impl std::fmt::Display for ErrorChain<'_> {
             source = error.source();
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_http_endpoints_only_on_loopback() {
+        for fine in [
+            "http://127.0.0.1:9000",
+            "http://localhost:9000/",
+            "http://[::1]:9000",
+            "https://s3.example.com",
+        ] {
+            assert!(check_endpoint(fine).is_ok(), "{fine}");
+        }
+        for refused in ["http://10.0.0.5:9000", "http://minio.internal", "ftp://x"] {
+            assert!(check_endpoint(refused).is_err(), "{refused}");
+        }
     }
 }

@@ -208,6 +208,12 @@ impl S3Server {
         serde_json::from_slice(&out).unwrap()
     }
 
+    /// Puts many small objects at once (one Python process): `objects` is key → text.
+    pub fn put_many(&self, bucket: &str, objects: &BTreeMap<String, String>) {
+        let input = serde_json::to_vec(objects).unwrap();
+        self.client(&["put-many", bucket], Some(&input));
+    }
+
     /// Each key's versions in a versioned `bucket`, as SHA-256 digests of their bytes, oldest
     /// first: a retried upload shows as repeated identical digests, a second result as a
     /// different one.

@@ -168,6 +168,13 @@ def main():
     elif command == "version-counts":
         (bucket,) = args
         print(json.dumps(version_counts(s3, bucket)))
+    elif command == "put-many":
+        # stdin: a JSON object {key: text}; one PUT each (application/json, like results).
+        (bucket,) = args
+        for key, text in json.load(sys.stdin).items():
+            s3.put_object(
+                Bucket=bucket, Key=key, Body=text.encode(), ContentType="application/json"
+            )
     elif command == "version-digests":
         (bucket,) = args
         print(json.dumps(version_digests(s3, bucket)))
