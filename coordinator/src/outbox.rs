@@ -283,15 +283,15 @@ impl Outbox {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);
-        let previous = self
+        // Two commits in the same nanosecond (or after a clock step back) still get distinct,
+        // increasing numbers.
+        let next = |last: u64| (last + 1).max(now);
+        let last = self
             .inner
             .last_seq
-            .fetch_max(now, Ordering::SeqCst)
-            .max(now);
-        // Two commits in the same nanosecond (or a clock step back) still get distinct numbers.
-        let seq = previous + 1;
-        self.inner.last_seq.fetch_max(seq, Ordering::SeqCst);
-        seq
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |last| Some(next(last)))
+            .expect("the update always succeeds");
+        next(last)
     }
 }
 
@@ -382,6 +382,28 @@ mod tests {
         assert_eq!(outbox.backlog().borrow().bytes, 13);
         assert!(!torn.exists(), "the half-committed entry is gone");
         assert!(!spool.join("7-0.log").exists(), "so is the stale log");
+    }
+
+    #[test]
+    fn entry_numbers_are_distinct_and_increasing_across_threads() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = Outbox::open(dir.path(), u64::MAX).unwrap();
+        let per_thread: Vec<Vec<u64>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..4)
+                .map(|_| scope.spawn(|| (0..1000).map(|_| outbox.next_seq()).collect()))
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for seqs in &per_thread {
+            assert!(
+                seqs.windows(2).all(|w| w[0] < w[1]),
+                "increasing per thread"
+            );
+        }
+        let mut all: Vec<u64> = per_thread.concat();
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len(), 4000, "no number handed out twice");
     }
 
     #[tokio::test]
