@@ -157,12 +157,19 @@ impl S3Store {
         let (name, version) = (record.name.as_str(), record.version.as_str());
         let html = {
             let entry = entry.clone();
+            // Rendered once per entry (a retry during an outage reuses it): written beside its
+            // name and renamed, so an existing page is a whole one.
             tokio::task::spawn_blocking(move || -> Result<std::path::PathBuf> {
                 let html = entry.html_path();
+                if html.exists() {
+                    return Ok(html);
+                }
+                let partial = html.with_extension("partial");
                 let log = std::io::BufReader::new(std::fs::File::open(entry.raw_path())?);
-                let mut out = std::io::BufWriter::new(std::fs::File::create(&html)?);
+                let mut out = std::io::BufWriter::new(std::fs::File::create(&partial)?);
                 super::local::render_page(entry.tool, &entry.record, log, &mut out)?;
                 std::io::Write::flush(&mut out)?;
+                std::fs::rename(&partial, &html)?;
                 Ok(html)
             })
             .await
