@@ -208,13 +208,17 @@ pub async fn list(args: SelectArgs) -> Result<u8> {
     })
 }
 
+/// What `run` and `serve` start from: the checked store, the spool (taken over, with what an
+/// earlier process left in it), and the chosen work.
+async fn prepare(args: &SelectArgs) -> Result<(Store, Outbox, Plan)> {
+    let store = open_store(&args.store, &args.out, true).await?;
+    let outbox = Outbox::open(&spool_dir(args), args.store.spool_max_bytes())?;
+    let plan = plan(args, &store, Some(&outbox)).await?;
+    Ok((store, outbox, plan))
+}
+
 pub async fn run(args: RunArgs) -> Result<u8> {
-    let store = open_store(&args.select.store, &args.select.out, true).await?;
-    let outbox = Outbox::open(
-        &spool_dir(&args.select),
-        args.select.store.spool_max_bytes(),
-    )?;
-    let plan = plan(&args.select, &store, Some(&outbox)).await?;
+    let (store, outbox, plan) = prepare(&args.select).await?;
     let input_status = if plan.errors.is_empty() {
         exit::OK
     } else {
@@ -419,12 +423,7 @@ pub async fn serve(args: ServeArgs) -> Result<u8> {
             args.listen
         );
     }
-    let store = open_store(&args.select.store, &args.select.out, true).await?;
-    let outbox = Outbox::open(
-        &spool_dir(&args.select),
-        args.select.store.spool_max_bytes(),
-    )?;
-    let plan = plan(&args.select, &store, Some(&outbox)).await?;
+    let (store, outbox, plan) = prepare(&args.select).await?;
     let total = plan.jobs.len() as u64;
     let stop = stop_on_signal();
     let uploads = Uploads::start(&outbox, &store);

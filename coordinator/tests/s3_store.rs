@@ -30,6 +30,28 @@ fn bucket_args(server: &S3Server) -> Vec<String> {
     .to_vec()
 }
 
+/// A moto server with a versioned bucket, so every upload of a key is counted.
+fn versioned_server() -> S3Server {
+    let server = S3Server::start();
+    server.create_bucket(BUCKET);
+    server.enable_versioning(BUCKET);
+    server
+}
+
+/// `run --slots 2` of the crates in `dirs` into `server`'s bucket, spooling under `out`.
+fn run_args(server: &S3Server, out: &Path, dirs: &[String], extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = ["run", "--slots", "2", "--memory-gb", "2", "--out"]
+        .map(str::to_owned)
+        .to_vec();
+    args.push(to_str(out).to_owned());
+    args.extend(extra.iter().map(|s| s.to_string()));
+    for dir in dirs {
+        args.extend(["--local-crate".to_owned(), dir.clone()]);
+    }
+    args.extend(bucket_args(server));
+    args
+}
+
 fn start_run(server: &S3Server, args: &[String]) -> Running {
     ensure_image();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -101,9 +123,7 @@ fn sleepy_crates(root: &Path, prefix: &str, n: usize, secs: u64) -> Vec<String> 
 
 #[test]
 fn results_round_trip_through_a_real_bucket_with_large_logs_in_parts() {
-    let server = S3Server::start();
-    server.create_bucket(BUCKET);
-    server.enable_versioning(BUCKET);
+    let server = versioned_server();
     let crates = tempfile::tempdir().unwrap();
     // 50 MiB of output, each line numbered so a reordered or lost part would show.
     let talker = make_crate(
@@ -222,22 +242,12 @@ fn results_round_trip_through_a_real_bucket_with_large_logs_in_parts() {
 
 #[test]
 fn an_outage_of_a_minute_loses_nothing_and_pauses_new_work() {
-    let server = S3Server::start();
-    server.create_bucket(BUCKET);
-    server.enable_versioning(BUCKET);
+    let server = versioned_server();
     let crates = tempfile::tempdir().unwrap();
     let dirs = sleepy_crates(crates.path(), "fixture-outage", 8, 3);
     let out = tempfile::tempdir().unwrap();
-    let mut args: Vec<String> = ["run", "--slots", "2", "--memory-gb", "2", "--out"]
-        .map(str::to_owned)
-        .to_vec();
-    args.push(to_str(out.path()).to_owned());
     // Any stored-but-unuploaded result is over this bound: the outage pauses new work at once.
-    args.extend(["--spool-max-gb".to_owned(), "0.0000001".to_owned()]);
-    for dir in &dirs {
-        args.extend(["--local-crate".to_owned(), dir.clone()]);
-    }
-    args.extend(bucket_args(&server));
+    let args = run_args(&server, out.path(), &dirs, &["--spool-max-gb", "0.0000001"]);
     let running = start_run(&server, &args);
     wait_until(
         "the first result in the bucket",
@@ -286,20 +296,11 @@ fn an_outage_of_a_minute_loses_nothing_and_pauses_new_work() {
 
 #[test]
 fn a_coordinator_killed_during_an_outage_stores_its_results_at_restart() {
-    let server = S3Server::start();
-    server.create_bucket(BUCKET);
-    server.enable_versioning(BUCKET);
+    let server = versioned_server();
     let crates = tempfile::tempdir().unwrap();
     let dirs = sleepy_crates(crates.path(), "fixture-restart", 5, 2);
     let out = tempfile::tempdir().unwrap();
-    let mut args: Vec<String> = ["run", "--slots", "2", "--memory-gb", "2", "--out"]
-        .map(str::to_owned)
-        .to_vec();
-    args.push(to_str(out.path()).to_owned());
-    for dir in &dirs {
-        args.extend(["--local-crate".to_owned(), dir.clone()]);
-    }
-    args.extend(bucket_args(&server));
+    let args = run_args(&server, out.path(), &dirs, &[]);
     let running = start_run(&server, &args);
     wait_until(
         "the first result in the bucket",

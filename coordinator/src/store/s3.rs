@@ -188,16 +188,8 @@ impl S3Store {
             serde_json::to_vec_pretty(record).map_err(|e| PublishError::Permanent(e.into()))?;
         json.push(b'\n');
         let key = result_key(tool, name, version);
-        self.client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(&key)
-            .content_type(JSON_CONTENT_TYPE)
-            .body(ByteStream::from(json))
-            .send()
+        self.put(&key, ByteStream::from(json), JSON_CONTENT_TYPE)
             .await
-            .map_err(|e| classify(&format!("uploading {key}"), e))?;
-        Ok(())
     }
 
     /// Uploads a file: one request when small, a multipart upload streamed from it when large.
@@ -217,6 +209,16 @@ impl S3Store {
         let body = ByteStream::from_path(path)
             .await
             .map_err(|e| PublishError::Permanent(anyhow!("reading {}: {e}", path.display())))?;
+        self.put(key, body, content_type).await
+    }
+
+    /// One PutObject.
+    async fn put(
+        &self,
+        key: &str,
+        body: ByteStream,
+        content_type: &str,
+    ) -> Result<(), PublishError> {
         self.client
             .put_object()
             .bucket(&self.bucket)
