@@ -5,8 +5,9 @@
 #
 # 1. BASE_TAG (skipped when it exists): debootstrap a Debian root filesystem with the packages
 #    in packages.txt and `docker import` it. This is the slow part (minutes) and changes rarely.
-# 2. WORKER_TAG: the base plus the worker loop and an unprivileged user, committed from a
-#    throw-away container (no `docker build`, so no builder plugin is needed).
+# 2. WORKER_TAG: the base plus the worker loop and the unprivileged crate user, committed from a
+#    throw-away container (no `docker build`, so no builder plugin is needed). The loop runs as
+#    root (worker.sh says why and with which capabilities); crate code as the crate user.
 # The Rust toolchain is not in the image: the agent bind-mounts the host's read-only.
 set -euo pipefail
 exec 2>&1 # one stream, in order, for whoever shows the progress
@@ -60,9 +61,17 @@ step "adding the worker loop: $worker_tag"
 cid=$(docker run -d -v "$here/worker.sh:/tmp/worker.sh:ro" "$base_tag" /bin/sh -c '
     set -e
     install -m 0755 /tmp/worker.sh /usr/local/bin/crater-worker
+    # The crate user. The loop runs as root and runs every crate command as this user.
     useradd --uid 1000 --user-group --create-home --shell /bin/bash crater
-    mkdir -p /build /cargo /opt/rust
-    chown crater:crater /build /cargo
+    # Where crates write: root-owned, sticky, world-writable, so the crate user can fill them
+    # and empty them but not change or remove the folders themselves.
+    mkdir -p /build /cargo /opt/rust /opt/miri-sysroot /run/crater /usr/local/share/crater
+    chmod 1777 /build /cargo
+    chmod 0700 /run/crater
+    # Miri runs each test under nextest with a 60 s limit, as the seed does; the profile lives
+    # here, where the crate cannot change it.
+    printf "[profile.default]\nslow-timeout = { period = \"60s\", terminate-after = 1 }\n" \
+        >/usr/local/share/crater/nextest.toml
 ')
 trap 'docker rm -f "$cid" >/dev/null 2>&1 || true' EXIT
 if [ "$(docker wait "$cid")" != 0 ]; then
@@ -72,7 +81,7 @@ fi
 docker commit \
     --change 'ENV PATH=/opt/rust/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
     --change 'ENV CARGO_HOME=/cargo HOME=/tmp LANG=C.UTF-8 TERM=xterm-256color' \
-    --change 'USER 1000:1000' \
+    --change 'USER 0:0' \
     --change 'WORKDIR /build' \
     --change 'ENTRYPOINT ["/usr/local/bin/crater-worker"]' \
     --change 'LABEL org.crater-at-home.image=worker' \

@@ -1,6 +1,7 @@
 //! Finds a job's end line in a container's output stream.
 //!
-//! The worker loop ends every job with `\n@@crater-end NONCE STEP EXIT TIMED_OUT OOM PEAK\n`, where NONCE
+//! The worker loop ends every job with `\n@@crater-end NONCE STEP EXIT TIMED_OUT OOM PEAK NO_SPACE\n`,
+//! where NONCE
 //! is fresh per job and known only to the agent and the worker loop. Output arrives in arbitrary
 //! pieces, so the marker may be split across them; the scanner holds back only the few bytes
 //! that could still be the start of the marker and passes everything else through at once, so its
@@ -19,6 +20,8 @@ pub struct EndLine {
     pub oom: bool,
     /// The container's peak memory use during the job.
     pub peak_memory_bytes: u64,
+    /// The job filled its disk (`--disk-gb`) or its tmpfs; if it kept it full it was stopped.
+    pub no_space: bool,
 }
 
 /// The longest end line we accept after the marker; anything longer is a broken worker.
@@ -96,7 +99,7 @@ fn parse_end_line(line: &str) -> Result<EndLine, String> {
         _ => Err(bad()),
     };
     let fields: Vec<&str> = line.split(' ').collect();
-    let [step, exit, timed_out, oom, peak] = fields[..] else {
+    let [step, exit, timed_out, oom, peak, no_space] = fields[..] else {
         return Err(bad());
     };
     Ok(EndLine {
@@ -105,6 +108,7 @@ fn parse_end_line(line: &str) -> Result<EndLine, String> {
         timed_out: flag(timed_out)?,
         oom: flag(oom)?,
         peak_memory_bytes: peak.parse().map_err(|_| bad())?,
+        no_space: flag(no_space)?,
     })
 }
 
@@ -137,7 +141,7 @@ mod tests {
 
     #[test]
     fn finds_the_end_line_however_the_output_is_split() {
-        let input = b"Compiling foo\r\n\n@@crater-end n0nce build 101 0 1 123456\n";
+        let input = b"Compiling foo\r\n\n@@crater-end n0nce build 101 0 1 123456 1\n";
         for piece in 1..=input.len() {
             let (log, end) = scan_in_pieces(input, piece);
             assert_eq!(log, b"Compiling foo\r\n", "piece size {piece}");
@@ -149,6 +153,7 @@ mod tests {
                     timed_out: false,
                     oom: true,
                     peak_memory_bytes: 123456,
+                    no_space: true,
                 }))
             );
         }
@@ -156,9 +161,9 @@ mod tests {
 
     #[test]
     fn a_marker_with_another_nonce_is_just_log() {
-        let input = b"a\n@@crater-end guess - 0 0 0 0\nb\n@@crater-end n0nce - 0 1 0 7\n";
+        let input = b"a\n@@crater-end guess - 0 0 0 0 0\nb\n@@crater-end n0nce - 0 1 0 7 0\n";
         let (log, end) = scan_in_pieces(input, 3);
-        assert_eq!(log, b"a\n@@crater-end guess - 0 0 0 0\nb");
+        assert_eq!(log, b"a\n@@crater-end guess - 0 0 0 0 0\nb");
         let end = end.unwrap().unwrap();
         assert_eq!(
             (end.failed_step, end.exit_code, end.timed_out),
@@ -187,9 +192,9 @@ mod tests {
 
     #[test]
     fn malformed_end_lines_are_errors() {
-        let (_, end) = scan_in_pieces(b"\n@@crater-end n0nce build x 0 0 0\n", 5);
+        let (_, end) = scan_in_pieces(b"\n@@crater-end n0nce build x 0 0 0 0\n", 5);
         assert!(end.unwrap().unwrap_err().contains("malformed"));
-        let (_, end) = scan_in_pieces(b"\n@@crater-end n0nce build 1 0 0\n", 5);
+        let (_, end) = scan_in_pieces(b"\n@@crater-end n0nce build 1 0 0 0\n", 5);
         assert!(end.unwrap().unwrap_err().contains("malformed"));
         let long = format!("\n@@crater-end n0nce {}", "y".repeat(300));
         let (_, end) = scan_in_pieces(long.as_bytes(), 50);

@@ -10,15 +10,21 @@
 //! - [`image`]: the worker image: its files are embedded, it is built when missing.
 //! - [`toolchain`]: the host Rust toolchain that is mounted read-only into the containers.
 //! - [`probe`]: which tools this agent's image and toolchain can run.
+//! - [`disk`]: a loop-mounted ext4 filesystem per slot for /build and cargo home (`--disk-gb`).
+//! - [`args`]: the slot flags `crater-agent` and `crater-at-home run` share.
+//! - [`netguard`]: the agent's own Docker network, walled off from this host and cloud metadata.
 //! - [`slot`]: one pinned, locked-down container and the job protocol spoken over its stdin/stdout.
 //! - [`end_marker`]: finding a job's unforgeable end line in the container's output.
 //! - [`fetch`]: downloading a crate from crates.io and checking it against the index checksum.
 //! - [`session`]: the gRPC session with a coordinator: hello, one loop per slot, log streaming.
 
+pub mod args;
+pub mod disk;
 pub mod docker;
 pub mod end_marker;
 pub mod fetch;
 pub mod image;
+pub mod netguard;
 pub mod probe;
 pub mod session;
 pub mod slot;

@@ -2,8 +2,7 @@
 
 use anyhow::Result;
 use clap::Parser;
-use crater_agent::session::Network;
-use crater_agent::toolchain::ToolchainSource;
+use crater_agent::args::SlotArgs;
 use crater_agent::{AgentConfig, run_agent};
 use tokio_util::sync::CancellationToken;
 
@@ -19,30 +18,11 @@ struct Args {
         default_value = "http://127.0.0.1:7878"
     )]
     coordinator: String,
-    /// How many containers (jobs at a time); container i is pinned to CPU i. Default: one per CPU.
-    #[arg(long)]
-    slots: Option<u32>,
-    /// Memory limit of each container, in GiB (no swap).
-    #[arg(long, default_value_t = 8)]
-    memory_gb: u64,
-    /// Process limit of each container.
-    #[arg(long, default_value_t = 4096)]
-    pids_limit: i64,
+    #[command(flatten)]
+    slot: SlotArgs,
     /// This agent's name in the coordinator's status. Default: the hostname.
     #[arg(long)]
     name: Option<String>,
-    /// A worker image to use instead of the registry-free one built from docker/.
-    #[arg(long)]
-    image: Option<String>,
-    /// The containers' Rust toolchain: `host` (the host's nightly, else its default toolchain,
-    /// mounted read-only), `image` (the image's own), or the path of a sysroot to mount.
-    #[arg(long, default_value = "host")]
-    toolchain: ToolchainSource,
-    /// `off`: dependencies are fetched by a short-lived container first and the build itself
-    /// runs with no network at all; a crate whose dependencies cannot be resolved is then
-    /// `prepare-fail`. `on`: cargo fetches inside the build container, as the seed does.
-    #[arg(long, value_enum, default_value = "on")]
-    network: Network,
 }
 
 #[tokio::main]
@@ -61,14 +41,7 @@ async fn main() -> Result<()> {
         );
     }
     let mut config = AgentConfig::new(args.coordinator);
-    if let Some(slots) = args.slots {
-        config.slots = slots.max(1);
-    }
-    config.memory_bytes = args.memory_gb << 30;
-    config.pids_limit = args.pids_limit;
-    config.image = args.image;
-    config.toolchain = args.toolchain;
-    config.network = args.network == Network::On;
+    args.slot.apply(&mut config);
     if let Some(name) = args.name {
         config.name = name;
     }

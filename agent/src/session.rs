@@ -6,11 +6,13 @@
 //! job ends as a harness error with all the log it produced. The agent stops when the
 //! coordinator drains it or `shutdown` fires, and removes its containers on the way out.
 
+use crate::disk::{self, SlotDisk};
 use crate::fetch::{DEFAULT_DOWNLOAD_URL, Downloader};
+use crate::netguard::NetGuard;
 use crate::probe::{Capabilities, probe_tools};
 use crate::slot::{Job, JobError, LogSink, Slot, SlotConfig, allowed_cpus};
 use crate::toolchain::{Toolchain, ToolchainSource};
-use crate::{docker, image};
+use crate::{docker, image, netguard};
 use anyhow::{Context, Result, bail};
 use backon::{ConstantBuilder, Retryable};
 use crater_proto::pb::{
@@ -34,15 +36,6 @@ pub const LOG_TAIL_BYTES: usize = 64 * 1024;
 /// The idle limit when the coordinator sets none.
 const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
-/// Whether builds may use the network (`--network`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Network {
-    /// Cargo downloads dependencies inside the build container, as the seed does.
-    On,
-    /// A fetch container downloads the dependencies; the build runs with no network at all.
-    Off,
-}
-
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
     /// The coordinator's URL, e.g. `http://127.0.0.1:7878`.
@@ -51,6 +44,10 @@ pub struct AgentConfig {
     pub slots: u32,
     pub memory_bytes: u64,
     pub pids_limit: i64,
+    /// Each slot's own filesystem for /build and cargo's home, in bytes (`--disk-gb`); 0: none.
+    pub disk_bytes: u64,
+    /// Where the slots' filesystems are made ([`disk::DEFAULT_ROOT`]).
+    pub disk_root: PathBuf,
     /// The worker image; `None` uses the registry-free image, built when missing.
     pub image: Option<String>,
     pub toolchain: ToolchainSource,
@@ -73,11 +70,13 @@ impl AgentConfig {
             slots: allowed_cpus().len() as u32,
             memory_bytes: 8 << 30,
             pids_limit: 4096,
+            disk_bytes: 20 << 30,
+            disk_root: PathBuf::from(disk::DEFAULT_ROOT),
             image: None,
             toolchain: ToolchainSource::Host,
             ca_bundle: ca.is_file().then_some(ca),
             download_url: DEFAULT_DOWNLOAD_URL.to_owned(),
-            network: true,
+            network: false,
             capabilities: None,
         }
     }
@@ -105,6 +104,7 @@ async fn slot_config(config: &AgentConfig, docker: &bollard::Docker) -> Result<S
         env: proxy_env(),
         extra_tools,
         network: config.network,
+        network_name: None,
     })
 }
 
@@ -118,15 +118,57 @@ pub async fn probe(config: &AgentConfig) -> Result<Capabilities> {
 /// Runs an agent until its coordinator drains it, its stream ends, or `shutdown` fires.
 pub async fn run_agent(config: AgentConfig, shutdown: CancellationToken) -> Result<()> {
     let docker = docker::connect().await?;
+    // Refuse a disk bound that cannot be had before anything is set up.
+    if config.disk_bytes > 0
+        && let Some(warning) = disk::preflight(&config.disk_root, config.slots, config.disk_bytes)?
+    {
+        tracing::warn!("{warning}");
+    }
     let removed = docker::remove_leftovers(&docker).await?;
     if removed > 0 {
         tracing::info!("removed {removed} containers left behind by earlier agents");
     }
-    let slot_config = Arc::new(slot_config(&config, &docker).await?);
+    let removed = netguard::remove_leftovers(&docker).await?;
+    if config.disk_bytes > 0 {
+        let disks = disk::remove_leftovers(&config.disk_root).await?;
+        if removed + disks > 0 {
+            tracing::info!(
+                "removed {removed} networks and firewall rules and {disks} slot disks of earlier agents"
+            );
+        }
+    }
+    let mut slot_config = slot_config(&config, &docker).await?;
+    // Containers with a network get the guarded one. Without it crate code could reach the host
+    // and cloud metadata: with `--network on` that is refused; offline, only the fetch
+    // containers have a network and they run no crate code, so Docker's bridge will do.
+    let guard = match NetGuard::install(&docker).await {
+        Ok(guard) => Some(guard),
+        Err(e) if config.network => return Err(e),
+        Err(e) => {
+            tracing::warn!("fetch containers use Docker's default bridge: {e:#}");
+            None
+        }
+    };
+    slot_config.network_name = guard.as_ref().map(|g| g.network_name().to_owned());
+    let slot_config = Arc::new(slot_config);
+    let result = run_slots(&config, &docker, slot_config, shutdown).await;
+    if let Some(guard) = guard {
+        guard.remove(&docker).await;
+    }
+    result
+}
+
+/// Makes the slots (their disks and containers), runs the session, and removes them all again.
+async fn run_slots(
+    config: &AgentConfig,
+    docker: &bollard::Docker,
+    slot_config: Arc<SlotConfig>,
+    shutdown: CancellationToken,
+) -> Result<()> {
     let toolchain = slot_config.toolchain.clone();
     let capabilities = match &config.capabilities {
         Some(known) => known.clone(),
-        None => probe_tools(&docker, &slot_config).await?,
+        None => probe_tools(docker, &slot_config).await?,
     };
     for (tool, reason) in capabilities
         .iter()
@@ -140,26 +182,48 @@ pub async fn run_agent(config: AgentConfig, shutdown: CancellationToken) -> Resu
         .map(|(t, _)| t.clone())
         .collect();
     let cpus = allowed_cpus();
-    let mut slots: Vec<Slot> = (0..config.slots)
-        .map(|i| {
-            let cpu = cpus[i as usize % cpus.len()];
-            Slot::new(i, cpu, docker.clone(), slot_config.clone())
-        })
-        .collect();
+    let mut slots = Vec::new();
+    for i in 0..config.slots {
+        let disk = match config.disk_bytes {
+            0 => Ok(None),
+            bytes => SlotDisk::create(&config.disk_root, i, bytes)
+                .await
+                .map(Some),
+        };
+        let disk = match disk {
+            Ok(disk) => disk,
+            Err(e) => {
+                shutdown_slots(&mut slots).await;
+                return Err(e.context(format!("making slot {i}'s disk (--disk-gb)")));
+            }
+        };
+        let cpu = cpus[i as usize % cpus.len()];
+        slots.push(Slot::new(i, cpu, docker.clone(), slot_config.clone(), disk));
+    }
     // Start every container before saying hello, so a broken image fails here, loudly.
     let started = futures::future::join_all(slots.iter_mut().map(|s| s.ensure_container())).await;
     if let Some(e) = started.into_iter().find_map(Result::err) {
-        for slot in &mut slots {
-            slot.shutdown().await;
-        }
+        shutdown_slots(&mut slots).await;
         return Err(e.context("starting the slot containers"));
     }
-
-    let result = session(&config, &toolchain, &tools, &mut slots, shutdown).await;
-    for slot in &mut slots {
-        slot.shutdown().await;
+    let result = session(config, &toolchain, &tools, &mut slots, shutdown).await;
+    // A fetch container whose job was interrupted (Ctrl-C, a lost coordinator) was dropped
+    // mid-flight with nobody left to remove it: every container of this process goes, before
+    // the slots' disks are unmounted from under them.
+    match docker::labelled_containers(docker, Some(std::process::id())).await {
+        Ok(left) => {
+            for id in left {
+                docker::remove(docker, &id).await;
+            }
+        }
+        Err(e) => tracing::warn!("could not list this agent's containers: {e:#}"),
     }
+    shutdown_slots(&mut slots).await;
     result
+}
+
+async fn shutdown_slots(slots: &mut [Slot]) {
+    futures::future::join_all(slots.iter_mut().map(Slot::shutdown)).await;
 }
 
 async fn session(
@@ -401,6 +465,7 @@ async fn run_assigned(slot: &mut Slot, assign: pb::Assign, ctx: &SlotContext) ->
                             done.timeout_kind = "wall".to_owned();
                         }
                         done.oom = end.oom;
+                        done.no_space = end.no_space;
                         done.peak_memory_bytes = end.peak_memory_bytes;
                         break;
                     }

@@ -2,12 +2,16 @@
 //!
 //! The container is created once and reused for job after job (the worker loop empties /build
 //! between them), because starting a container per crate costs more than many small crates take
-//! to check. It is locked down as ARCHITECTURE.md says: read-only root, writable /build (an
-//! anonymous volume) and tmpfs /tmp and cargo home, no capabilities, no new privileges, a pids
-//! limit, memory without swap, no Docker log (output only goes to us, so gigabytes of it never
-//! fill the engine's disk). A container that dies or stops answering is thrown away; the next job
-//! gets a new one.
+//! to check. It is locked down as ARCHITECTURE.md says: read-only root; the worker loop as root
+//! with only the capabilities of [`LOOP_CAPABILITIES`] and crate code as an unprivileged user
+//! (docker/worker.sh explains the split); `no-new-privileges`; a pids limit; memory without
+//! swap; /build and cargo's home on the slot's own bounded filesystem ([`crate::disk`]) or, with
+//! no disk bound, an anonymous volume and a tmpfs; no network, or the agent's guarded one
+//! ([`crate::netguard`]); no Docker log (output only goes to us, so gigabytes of it never fill
+//! the engine's disk). A container that dies or stops answering is thrown away; the next job gets
+//! a new one.
 
+use crate::disk::SlotDisk;
 use crate::docker;
 use crate::end_marker::{EndLine, EndScanner};
 use crate::toolchain::{MOUNT_POINT, Toolchain};
@@ -33,6 +37,10 @@ const MAX_PIECE: usize = 64 * 1024;
 /// Where the host's CA bundle is mounted; the worker loop points cargo at it.
 const CA_MOUNT: &str = "/etc/crater/ca-certificates.crt";
 
+/// The capabilities the worker loop (root in the container) keeps; all others are dropped. The
+/// header of docker/worker.sh says what each is for.
+pub const LOOP_CAPABILITIES: &[&str] = &["SETUID", "SETGID", "KILL"];
+
 /// What every slot container of an agent shares.
 #[derive(Debug, Clone)]
 pub struct SlotConfig {
@@ -49,6 +57,10 @@ pub struct SlotConfig {
     /// Whether builds may use the network. Without it, a short-lived fetch container with the
     /// network downloads each crate's dependencies first, and the slot container has none.
     pub network: bool,
+    /// The Docker network of containers that have a network (`--network on` slots, fetch
+    /// containers): the agent's guarded one, which reaches neither the host nor cloud metadata.
+    /// `None`: Docker's default bridge.
+    pub network_name: Option<String>,
 }
 
 /// A job as the container sees it.
@@ -103,10 +115,18 @@ pub struct Slot {
     config: Arc<SlotConfig>,
     container: Option<Container>,
     generation: u32,
+    /// The slot's own filesystem for /build and cargo's home (`--disk-gb`), if it has one.
+    disk: Option<SlotDisk>,
 }
 
 impl Slot {
-    pub fn new(index: u32, cpu: u32, docker: Docker, config: Arc<SlotConfig>) -> Slot {
+    pub fn new(
+        index: u32,
+        cpu: u32,
+        docker: Docker,
+        config: Arc<SlotConfig>,
+        disk: Option<SlotDisk>,
+    ) -> Slot {
         Slot {
             index,
             cpu,
@@ -114,6 +134,7 @@ impl Slot {
             config,
             container: None,
             generation: 0,
+            disk,
         }
     }
 
@@ -137,7 +158,7 @@ impl Slot {
             std::process::id(),
             self.generation
         );
-        let body = container_body(&self.config, self.index, Some(self.cpu));
+        let body = container_body(&self.config, self.index, Some(self.cpu), self.disk.as_ref());
         let options = CreateContainerOptionsBuilder::default().name(&name).build();
         let id = self.docker.create_container(Some(options), body).await?.id;
         // Attach before start, so not a byte of output is missed.
@@ -184,6 +205,7 @@ impl Slot {
                     timed_out: false,
                     oom: false,
                     peak_memory_bytes: 0,
+                    no_space: false,
                 });
             }
         }
@@ -265,9 +287,9 @@ impl Slot {
     /// cargo home unpacks the crate and downloads its dependencies. Returns its exit status.
     async fn fetch(&mut self, job: &Job<'_>, log: &mut impl LogSink) -> Result<i32, JobError> {
         let slot_id = self.container_id().expect("ensured").to_owned();
-        let mut body = container_body(&self.config, self.index, Some(self.cpu));
+        let mut body = container_body(&self.config, self.index, Some(self.cpu), self.disk.as_ref());
         let host = body.host_config.as_mut().expect("set");
-        host.network_mode = None;
+        host.network_mode = self.config.network_name.clone();
         host.volumes_from = Some(vec![slot_id]);
         host.tmpfs.as_mut().expect("set").remove("/cargo");
         body.volumes = None;
@@ -333,16 +355,24 @@ impl Slot {
         why
     }
 
-    /// Removes the slot's container, if any.
+    /// Removes the slot's container, if any, and then its disk.
     pub async fn shutdown(&mut self) {
         if let Some(container) = self.container.take() {
             docker::remove(&self.docker, &container.id).await;
+        }
+        if let Some(disk) = self.disk.take() {
+            disk.remove().await;
         }
     }
 }
 
 /// The container every slot runs: see the module documentation for why each setting.
-fn container_body(config: &SlotConfig, index: u32, cpu: Option<u32>) -> ContainerCreateBody {
+fn container_body(
+    config: &SlotConfig,
+    index: u32,
+    cpu: Option<u32>,
+    disk: Option<&SlotDisk>,
+) -> ContainerCreateBody {
     let mut binds: Vec<String> = (config.toolchain.sysroot.iter())
         .map(|sysroot| format!("{}:{MOUNT_POINT}:ro", sysroot.display()))
         .collect();
@@ -358,24 +388,50 @@ fn container_body(config: &SlotConfig, index: u32, cpu: Option<u32>) -> Containe
     let memory = i64::try_from(config.memory_bytes).unwrap_or(i64::MAX);
     let mut labels = docker::owner_labels();
     labels.insert("org.crater-at-home.slot-index".into(), index.to_string());
-    let mut tmpfs = HashMap::from([(
-        "/tmp".to_owned(),
-        "rw,exec,nosuid,nodev,mode=1777".to_owned(),
-    )]);
-    let mut volumes = vec!["/build".to_owned()];
-    if config.network {
-        tmpfs.insert(
-            "/cargo".to_owned(),
-            format!("rw,exec,nosuid,nodev,uid={CONTAINER_UID},gid={CONTAINER_UID}"),
-        );
-    } else {
-        // Shared with the fetch container, which a tmpfs could not be.
-        volumes.push("/cargo".to_owned());
+    // Root's alone: the worker loop's bookkeeping, out of the crate user's reach.
+    let mut tmpfs = HashMap::from([
+        (
+            "/tmp".to_owned(),
+            "rw,exec,nosuid,nodev,mode=1777".to_owned(),
+        ),
+        (
+            "/run/crater".to_owned(),
+            "rw,noexec,nosuid,nodev,mode=0700".to_owned(),
+        ),
+        (
+            "/opt/miri-sysroot".to_owned(),
+            "rw,exec,nosuid,nodev,mode=0755".to_owned(),
+        ),
+    ]);
+    let mut volumes = Vec::new();
+    match disk {
+        Some(disk) => {
+            binds.push(format!("{}:/build", disk.build_dir().display()));
+            binds.push(format!("{}:/cargo", disk.cargo_dir().display()));
+        }
+        None => {
+            volumes.push("/build".to_owned());
+            if config.network {
+                tmpfs.insert(
+                    "/cargo".to_owned(),
+                    "rw,exec,nosuid,nodev,mode=1777".to_owned(),
+                );
+            } else {
+                // Shared with the fetch container, which a tmpfs could not be.
+                volumes.push("/cargo".to_owned());
+            }
+        }
     }
     let mut env = vec![format!("CRATER_SLOT={index}")];
     env.extend(config.env.iter().cloned());
+    let network_mode = if config.network {
+        config.network_name.clone()
+    } else {
+        Some("none".to_owned())
+    };
     ContainerCreateBody {
         image: Some(config.image.clone()),
+        user: Some("0:0".to_owned()),
         env: Some(env),
         labels: Some(labels),
         attach_stdin: Some(true),
@@ -392,9 +448,10 @@ fn container_body(config: &SlotConfig, index: u32, cpu: Option<u32>) -> Containe
             pids_limit: Some(config.pids_limit),
             readonly_rootfs: Some(true),
             cap_drop: Some(vec!["ALL".to_owned()]),
+            cap_add: Some(LOOP_CAPABILITIES.iter().map(|c| c.to_string()).collect()),
             security_opt: Some(vec!["no-new-privileges".to_owned()]),
             tmpfs: Some(tmpfs),
-            network_mode: (!config.network).then(|| "none".to_owned()),
+            network_mode,
             binds: Some(binds),
             log_config: Some(HostConfigLogConfig {
                 typ: Some("none".to_owned()),
@@ -413,7 +470,8 @@ pub async fn run_once(
     config: &SlotConfig,
     args: &[&str],
 ) -> anyhow::Result<String> {
-    let mut body = container_body(config, u32::MAX, None);
+    let mut body = container_body(config, u32::MAX, None, None);
+    body.host_config.as_mut().expect("set").network_mode = Some("none".to_owned());
     body.cmd = Some(args.iter().map(|a| a.to_string()).collect());
     body.open_stdin = Some(false);
     body.attach_stdin = Some(false);

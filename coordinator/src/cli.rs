@@ -133,37 +133,11 @@ impl StoreArgs {
 }
 
 #[derive(Args, Debug, Clone)]
-pub struct AgentArgs {
-    /// How many containers (crates at a time); container i is pinned to CPU i. Default: one per
-    /// CPU.
-    #[arg(long)]
-    pub slots: Option<u32>,
-    /// Memory limit of each container in GiB (swap off).
-    #[arg(long, default_value_t = 8)]
-    pub memory_gb: u64,
-    /// Process limit of each container.
-    #[arg(long, default_value_t = 4096)]
-    pub pids_limit: i64,
-    /// A worker image to use instead of the registry-free one this program builds.
-    #[arg(long)]
-    pub image: Option<String>,
-    /// The containers' Rust toolchain: `host` (the host's nightly, else its default toolchain,
-    /// mounted read-only), `image` (the image's own), or the path of a sysroot to mount.
-    #[arg(long, default_value = "host")]
-    pub toolchain: crater_agent::toolchain::ToolchainSource,
-    /// `off`: dependencies are fetched by a short-lived container first and the build itself
-    /// runs with no network at all; a crate whose dependencies cannot be resolved is then
-    /// `prepare-fail`. `on`: cargo fetches inside the build container, as the seed does.
-    #[arg(long, value_enum, default_value = "on")]
-    pub network: crater_agent::session::Network,
-}
-
-#[derive(Args, Debug, Clone)]
 pub struct RunArgs {
     #[command(flatten)]
     pub select: SelectArgs,
     #[command(flatten)]
-    pub agent: AgentArgs,
+    pub agent: crater_agent::args::SlotArgs,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -5,7 +5,7 @@
 //! SIGTERM: the agent removes its containers, unfinished crates simply have no result yet, and the
 //! same command run again picks up where it stopped.
 
-use crate::cli::{AgentArgs, RunArgs, SelectArgs, ServeArgs, StoreArgs};
+use crate::cli::{RunArgs, SelectArgs, ServeArgs, StoreArgs};
 use crate::index::Index;
 use crate::outbox::{self, Outbox};
 use crate::progress::{self, Progress};
@@ -16,6 +16,7 @@ use crate::server::{Coordinator, Event};
 use crate::store::{LocalStore, ResultRecord, S3Options, S3Store, Store};
 use anyhow::{Context, Result, bail};
 use crater_agent::AgentConfig;
+use crater_agent::args::SlotArgs;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use std::io::Write;
@@ -397,22 +398,13 @@ fn drain_events(events: &mut tokio::sync::mpsc::UnboundedReceiver<Event>, progre
 }
 
 /// The embedded agent's settings; the worker image is made ready here, before the progress bar.
-async fn agent_config(args: &AgentArgs) -> Result<AgentConfig> {
+async fn agent_config(args: &SlotArgs) -> Result<AgentConfig> {
     let mut config = AgentConfig::new(String::new());
-    if let Some(slots) = args.slots {
-        config.slots = slots.max(1);
+    args.apply(&mut config);
+    if config.image.is_none() {
+        let docker = crater_agent::docker::connect().await?;
+        config.image = Some(crater_agent::image::ensure_local_image(&docker, false).await?);
     }
-    config.memory_bytes = args.memory_gb << 30;
-    config.pids_limit = args.pids_limit;
-    config.toolchain = args.toolchain.clone();
-    config.network = args.network == crater_agent::session::Network::On;
-    config.image = match &args.image {
-        Some(image) => Some(image.clone()),
-        None => {
-            let docker = crater_agent::docker::connect().await?;
-            Some(crater_agent::image::ensure_local_image(&docker, false).await?)
-        }
-    };
     Ok(config)
 }
 

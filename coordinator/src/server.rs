@@ -399,6 +399,8 @@ impl Coordinator {
             .await??
         };
         let verdict = decide(&done, &diagnosis);
+        let mut causes = diagnosis.causes;
+        causes.extend(crate::verdict::limit_causes(&done, verdict));
         let finished_at = time::OffsetDateTime::now_utc();
         let started_at = finished_at - Duration::from_millis(done.duration_ms);
         let record = ResultRecord {
@@ -417,7 +419,7 @@ impl Coordinator {
             timeout_kind: (!done.timeout_kind.is_empty()).then(|| done.timeout_kind.clone()),
             oom: done.oom,
             log_truncated_bytes: done.log_truncated_bytes,
-            causes: diagnosis.causes,
+            causes,
             probable_false_positive: diagnosis.probable_false_positive,
             skip_reason: None,
             harness_error: (!done.harness_error.is_empty()).then(|| done.harness_error.clone()),

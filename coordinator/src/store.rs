@@ -73,7 +73,8 @@ pub struct ResultRecord {
     /// Bytes dropped from the middle of the log (`--max-log-bytes`).
     #[serde(default)]
     pub log_truncated_bytes: u64,
-    /// The UB reports found in the log (Miri, ASan, runtime checks), for `ub`.
+    /// The UB reports found in the log (Miri, ASan, runtime checks), for `ub`; and the limit a
+    /// failed job ran into (`no-space`, detector `limit`).
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub causes: Vec<Cause>,
     /// ASan warned that its reports may be false positives.

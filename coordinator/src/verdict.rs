@@ -3,9 +3,28 @@
 //! The agent says what happened (which step failed, exit status, limits hit, harness trouble);
 //! only the coordinator decides what that means, so every agent's results are judged alike.
 
-use crate::diagnose::Diagnosis;
+use crate::diagnose::{Cause, Diagnosis};
 use crater_proto::pb;
 use crater_proto::verdict::Verdict;
+
+/// The `detector` of causes that are a limit the job ran into, not a report in its log.
+pub const LIMIT_DETECTOR: &str = "limit";
+
+/// The causes the facts alone give a verdict, beside the log's UB reports: a failed job that
+/// filled its disk failed for that (`no-space`), whatever step it was in.
+pub fn limit_causes(done: &pb::JobDone, verdict: Verdict) -> Vec<Cause> {
+    let mut causes = Vec::new();
+    if done.no_space && verdict.is_failure() {
+        causes.push(Cause {
+            kind: "no-space".to_owned(),
+            detector: LIMIT_DETECTOR.to_owned(),
+            source_crate: None,
+            message: "the job filled its disk (the agent's --disk-gb per slot) or its /tmp"
+                .to_owned(),
+        });
+    }
+    causes
+}
 
 /// `diagnosis` is what the log says: a failure with UB reports in its log is `ub`. A passing
 /// job stays `pass` whatever its log says (a test may print such words, or expect the panic).
@@ -63,6 +82,29 @@ mod tests {
             exit_code: exit,
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_failure_that_filled_the_disk_says_so_and_keeps_its_steps_verdict() {
+        let full = pb::JobDone {
+            no_space: true,
+            ..done("build", 101)
+        };
+        let verdict = decide(&full);
+        assert_eq!(verdict, Verdict::BuildFail);
+        let causes = limit_causes(&full, verdict);
+        assert_eq!(causes.len(), 1);
+        assert_eq!(causes[0].kind, "no-space");
+        assert_eq!(causes[0].detector, LIMIT_DETECTOR);
+        let passed = pb::JobDone {
+            no_space: true,
+            ..done("", 0)
+        };
+        assert!(
+            limit_causes(&passed, decide(&passed)).is_empty(),
+            "a job that passed with a full disk did not fail for it"
+        );
+        assert!(limit_causes(&done("test", 101), Verdict::TestFail).is_empty());
     }
 
     #[test]

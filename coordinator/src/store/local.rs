@@ -92,11 +92,8 @@ pub fn render_page(
         "{} {} — {tool}: {}",
         record.name, record.version, record.status
     );
-    let markers: &[&str] = if record.causes.is_empty() {
-        &[]
-    } else {
-        REPORT_MARKERS
-    };
+    let has_reports = (record.causes.iter()).any(|c| c.detector != crate::verdict::LIMIT_DETECTOR);
+    let markers: &[&str] = if !has_reports { &[] } else { REPORT_MARKERS };
     render::render_html_marked(&title, log, out, markers)?;
     Ok(())
 }
