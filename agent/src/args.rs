@@ -1,8 +1,10 @@
 //! The flags that shape an agent's slots, shared by `crater-agent` and `crater-at-home run` (which
-//! embeds an agent), so both take the same flags with the same defaults and help.
+//! embeds an agent), so both take the same flags with the same defaults and help; and the flags
+//! of a client of a remote coordinator, shared by `crater-agent` and `crater-at-home status`.
 
 use crate::session::AgentConfig;
 use crate::toolchain::ToolchainSource;
+use crater_proto::auth::{Token, TokenFileError, client_token};
 use std::path::PathBuf;
 
 /// Whether crate code may use the network (`--network`).
@@ -16,12 +18,21 @@ pub enum Network {
     Off,
 }
 
+/// `--cpus`, parsed and checked against the CPUs this process may use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CpuList(pub Vec<u32>);
+
 #[derive(clap::Args, Debug, Clone)]
 pub struct SlotArgs {
     /// How many containers (crates at a time); container i is pinned to CPU i. Default: one per
     /// CPU this process may use.
     #[arg(long)]
     pub slots: Option<u32>,
+    /// The CPUs to pin the slots to, in the kernel's list format (`2-3`, `0,4-7`): slot i gets
+    /// the i-th (round robin). Several agents on one machine each take their own. Default: the
+    /// CPUs this process may use.
+    #[arg(long, value_name = "LIST", value_parser = |l: &str| crate::slot::parse_cpus(l).map(CpuList))]
+    pub cpus: Option<CpuList>,
     /// Memory limit of each container, in GiB (no swap).
     #[arg(long, default_value_t = 8)]
     pub memory_gb: u64,
@@ -55,6 +66,10 @@ pub struct SlotArgs {
 impl SlotArgs {
     /// Sets the slot settings of `config` from these flags.
     pub fn apply(&self, config: &mut AgentConfig) {
+        if let Some(CpuList(cpus)) = &self.cpus {
+            config.slots = cpus.len() as u32;
+            config.cpus = Some(cpus.clone());
+        }
         if let Some(slots) = self.slots {
             config.slots = slots.max(1);
         }
@@ -65,5 +80,27 @@ impl SlotArgs {
         config.image = self.image.clone();
         config.toolchain = self.toolchain.clone();
         config.network = self.network == Network::On;
+    }
+}
+
+/// How a client reaches a coordinator on another machine, shared by `crater-agent` and
+/// `crater-at-home status`: the fleet's CA and the client's token (see `crater-at-home tls init`).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct ClientAuthArgs {
+    /// The fleet's CA certificate (`ca.pem` from `crater-at-home tls init`), trusted besides the
+    /// system's roots for an https:// coordinator.
+    #[arg(long, value_name = "PATH")]
+    pub ca_cert: Option<PathBuf>,
+    /// A file with this client's token: an agent token for `crater-agent`, a status token for
+    /// `status` (the first in the file; `#` comments). Without it, the token in the CRATER_TOKEN
+    /// environment variable. Needed for a coordinator that is not on this machine.
+    #[arg(long, value_name = "PATH")]
+    pub token_file: Option<PathBuf>,
+}
+
+impl ClientAuthArgs {
+    /// The token to send: from --token-file, else $CRATER_TOKEN, else none.
+    pub fn token(&self) -> Result<Option<Token>, TokenFileError> {
+        client_token(self.token_file.as_deref())
     }
 }

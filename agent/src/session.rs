@@ -13,8 +13,9 @@ use crate::probe::{Capabilities, probe_tools};
 use crate::slot::{Job, JobError, LogSink, Slot, SlotConfig, allowed_cpus};
 use crate::toolchain::{Toolchain, ToolchainSource};
 use crate::{docker, image, netguard};
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use backon::{ConstantBuilder, Retryable};
+use crater_proto::client;
 use crater_proto::pb::{
     self, agent_message::Msg as AgentMsg, coordinator_message::Msg as CoordMsg,
 };
@@ -40,10 +41,19 @@ const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 pub struct AgentConfig {
     /// The coordinator's URL, e.g. `http://127.0.0.1:7878`.
     pub coordinator: String,
+    /// The fleet's CA, trusted besides the system's roots (`--ca-cert`).
+    pub coordinator_ca: Option<PathBuf>,
+    /// The agent token sent with `Work` (`--token-file`, `CRATER_TOKEN`); redacted in `Debug`.
+    pub coordinator_token: Option<crater_proto::auth::Token>,
     pub name: String,
     pub slots: u32,
     pub memory_bytes: u64,
     pub pids_limit: i64,
+    /// The CPUs slot containers are pinned to (`--cpus`); `None`: those this process may use.
+    pub cpus: Option<Vec<u32>>,
+    /// Cancelled to drain: no new work; running jobs finish (until `shutdown` stops them, and
+    /// they are given back to the coordinator).
+    pub drain: CancellationToken,
     /// Each slot's own filesystem for /build and cargo's home, in bytes (`--disk-gb`); 0: none.
     pub disk_bytes: u64,
     /// Where the slots' filesystems are made ([`disk::DEFAULT_ROOT`]).
@@ -66,10 +76,14 @@ impl AgentConfig {
         let ca = PathBuf::from("/etc/ssl/certs/ca-certificates.crt");
         AgentConfig {
             coordinator: coordinator.into(),
+            coordinator_ca: None,
+            coordinator_token: None,
             name: docker::hostname(),
             slots: allowed_cpus().len() as u32,
             memory_bytes: 8 << 30,
             pids_limit: 4096,
+            cpus: None,
+            drain: CancellationToken::new(),
             disk_bytes: 20 << 30,
             disk_root: PathBuf::from(disk::DEFAULT_ROOT),
             image: None,
@@ -181,7 +195,7 @@ async fn run_slots(
         .filter(|(_, c)| c.is_ok())
         .map(|(t, _)| t.clone())
         .collect();
-    let cpus = allowed_cpus();
+    let cpus = config.cpus.clone().unwrap_or_else(allowed_cpus);
     let mut slots = Vec::new();
     for i in 0..config.slots {
         let disk = match config.disk_bytes {
@@ -233,7 +247,7 @@ async fn session(
     slots: &mut [Slot],
     shutdown: CancellationToken,
 ) -> Result<()> {
-    let mut client = connect(&config.coordinator).await?;
+    let mut client = connect(config).await?;
     let (tx, rx) = mpsc::channel::<pb::AgentMessage>(256);
     tx.send(msg(AgentMsg::Hello(pb::Hello {
         agent_name: config.name.clone(),
@@ -272,22 +286,37 @@ async fn session(
             downloader: downloader.clone(),
             running: running.clone(),
             stop: stop.clone(),
+            draining: config.drain.clone(),
             host_target: toolchain.host_target.clone(),
         };
         slot_loops.push(slot_loop(slot, assign_rx, ctx));
     }
 
     let router = async {
+        let mut drained = false;
         loop {
             let message = tokio::select! {
                 m = inbound.message() => m,
                 () = stop.cancelled() => return Ok(()),
+                () = config.drain.cancelled(), if !drained => {
+                    tracing::info!("draining: finishing running jobs, taking no new ones");
+                    drained = true;
+                    assign_txs.clear(); // slot loops end when their job is done
+                    continue;
+                }
             };
             match message {
                 Ok(Some(pb::CoordinatorMessage { msg: Some(m) })) => match m {
                     CoordMsg::Assign(assign) => match assign_txs.get(&assign.slot) {
                         Some(slot_tx) => slot_tx.send(assign).await?,
-                        None => bail!("the coordinator assigned to unknown slot {}", assign.slot),
+                        // Draining (or a slot we do not have): give it back at once.
+                        None => {
+                            let release = pb::Release {
+                                job_id: assign.job_id,
+                                attempt: assign.attempt,
+                            };
+                            tx.send(msg(AgentMsg::Release(release))).await?;
+                        }
                     },
                     CoordMsg::Drain(_) => {
                         tracing::info!("drained by the coordinator: finishing running jobs");
@@ -326,43 +355,65 @@ async fn session(
             }
         }
     };
-    let slots_done = futures::future::join_all(slot_loops);
-    tokio::pin!(router, slots_done);
-    let routed = tokio::select! {
-        _ = &mut slots_done => Ok(()),
-        r = &mut router => {
-            // Drained: let the running jobs finish. Otherwise they were stopped.
-            slots_done.await;
-            r
+    let routed = {
+        let slots_done = futures::future::join_all(slot_loops);
+        tokio::pin!(router, slots_done);
+        tokio::select! {
+            _ = &mut slots_done => Ok(()),
+            r = &mut router => {
+                // Drained: let the running jobs finish. Otherwise they were stopped.
+                slots_done.await;
+                r
+            }
+            () = heartbeats => Ok(()),
         }
-        () = heartbeats => Ok(()),
     };
+    // Hang up politely: end our side of the stream and let the coordinator read what is still
+    // on its way (the last JobDone, Releases) and close its side. Dropping the stream instead
+    // would reset it and lose them.
+    drop(tx);
+    let closed = async { while let Ok(Some(_)) = inbound.message().await {} };
+    if tokio::time::timeout(Duration::from_secs(10), closed)
+        .await
+        .is_err()
+    {
+        tracing::warn!("the coordinator did not close the stream within 10 s");
+    }
     routed
 }
 
-async fn connect(
-    url: &str,
-) -> Result<pb::coordinator_client::CoordinatorClient<tonic::transport::Channel>> {
-    let endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())
-        .with_context(|| format!("invalid coordinator address {url}"))?
+async fn connect(config: &AgentConfig) -> Result<crater_proto::client::Client> {
+    let url = &config.coordinator;
+    let token = config.coordinator_token.as_ref();
+    let endpoint = client::endpoint(url, config.coordinator_ca.as_deref(), token)?
         .connect_timeout(Duration::from_secs(10))
-        .http2_keep_alive_interval(Duration::from_secs(30))
+        // A coordinator that vanished (a partition, a dead host) is noticed in seconds.
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(20))
         .keep_alive_while_idle(true);
+    // A coordinator that is not up yet is worth waiting for; a TLS refusal (its certificate,
+    // our CA) is not.
     let channel = (|| endpoint.connect())
         .retry(
             ConstantBuilder::default()
                 .with_delay(Duration::from_millis(500))
                 .with_max_times(20),
         )
-        .notify(|e, _| tracing::debug!("coordinator not reachable yet: {e}"))
+        .when(|e| !client::is_tls_failure(e))
+        .notify(|e, _| tracing::debug!("coordinator not reachable yet: {}", client::chain(e)))
         .await
-        .with_context(|| format!("cannot reach the coordinator at {url}"))?;
-    Ok(pb::coordinator_client::CoordinatorClient::new(channel)
-        .max_decoding_message_size(crater_proto::MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(crater_proto::MAX_MESSAGE_BYTES))
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot reach the coordinator at {url}: {}",
+                client::chain(&e)
+            )
+        })?;
+    Ok(client::client(channel, token))
 }
 
 struct SlotContext {
+    /// Drained: ask for no more work.
+    draining: CancellationToken,
     tx: mpsc::Sender<pb::AgentMessage>,
     downloader: Downloader,
     running: Arc<Mutex<BTreeSet<u64>>>,
@@ -372,6 +423,9 @@ struct SlotContext {
 
 async fn slot_loop(slot: &mut Slot, mut assigns: mpsc::Receiver<pb::Assign>, ctx: SlotContext) {
     loop {
+        if ctx.draining.is_cancelled() {
+            return;
+        }
         let want = msg(AgentMsg::WantWork(pb::WantWork { slot: slot.index }));
         if ctx.tx.send(want).await.is_err() {
             return;
@@ -384,14 +438,22 @@ async fn slot_loop(slot: &mut Slot, mut assigns: mpsc::Receiver<pb::Assign>, ctx
             () = ctx.stop.cancelled() => return,
         };
         ctx.running.lock().unwrap().insert(assign.job_id);
-        let job_id = assign.job_id;
+        let (job_id, attempt) = (assign.job_id, assign.attempt);
         tokio::select! {
             done = run_assigned(slot, assign, &ctx) => {
                 if ctx.tx.send(msg(AgentMsg::JobDone(done))).await.is_err() {
                     return;
                 }
             }
-            () = ctx.stop.cancelled() => return,
+            () = ctx.stop.cancelled() => {
+                // Stopped mid-job (the drain ran out of time, a second signal): the job goes
+                // back to the coordinator now, not after the lease timeout. Its container is
+                // removed with the slot.
+                tracing::info!(job = job_id, "giving the job back to the coordinator");
+                let release = pb::Release { job_id, attempt };
+                let _ = ctx.tx.try_send(msg(AgentMsg::Release(release)));
+                return;
+            }
         }
         ctx.running.lock().unwrap().remove(&job_id);
     }

@@ -388,7 +388,8 @@ fn container_body(
     let memory = i64::try_from(config.memory_bytes).unwrap_or(i64::MAX);
     let mut labels = docker::owner_labels();
     labels.insert("org.crater-at-home.slot-index".into(), index.to_string());
-    // Root's alone: the worker loop's bookkeeping, out of the crate user's reach.
+    // /run/crater is root's alone (0700): the loop's bookkeeping and the cargo home and scratch
+    // of Miri's sysroot build (whose build scripts must be able to run: exec).
     let mut tmpfs = HashMap::from([
         (
             "/tmp".to_owned(),
@@ -396,7 +397,7 @@ fn container_body(
         ),
         (
             "/run/crater".to_owned(),
-            "rw,noexec,nosuid,nodev,mode=0700".to_owned(),
+            "rw,exec,nosuid,nodev,mode=0700".to_owned(),
         ),
         (
             "/opt/miri-sysroot".to_owned(),
@@ -438,7 +439,9 @@ fn container_body(
         attach_stdout: Some(true),
         attach_stderr: Some(true),
         open_stdin: Some(true),
-        stdin_once: Some(false),
+        // Stdin closes when the agent's attachment does: a container whose agent died (kill -9)
+        // reads EOF after its current job, and the worker loop ends instead of idling forever.
+        stdin_once: Some(true),
         tty: Some(false),
         volumes: Some(volumes),
         host_config: Some(HostConfig {
@@ -541,29 +544,30 @@ pub fn allowed_cpus() -> Vec<u32> {
         .lines()
         .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
         .unwrap_or("");
-    let cpus = parse_cpu_list(list.trim());
-    if cpus.is_empty() {
-        let n = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
-        (0..n).collect()
-    } else {
-        cpus
+    match cpulist::parse(list.trim()) {
+        Ok(cpus) if !cpus.is_empty() => cpus,
+        _ => {
+            let n = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+            (0..n).collect()
+        }
     }
 }
 
-/// Parses the kernel's CPU list format: `0-3,8,10-11`.
-fn parse_cpu_list(list: &str) -> Vec<u32> {
-    let mut cpus = Vec::new();
-    for part in list.split(',').filter(|p| !p.is_empty()) {
-        match part.split_once('-') {
-            Some((a, b)) => {
-                if let (Ok(a), Ok(b)) = (a.parse::<u32>(), b.parse::<u32>()) {
-                    cpus.extend(a..=b);
-                }
-            }
-            None => cpus.extend(part.parse::<u32>().ok()),
-        }
+/// `--cpus`: a CPU list in the kernel's format (`0-3,8,10-11`), each of them one this process
+/// may use.
+pub fn parse_cpus(list: &str) -> Result<Vec<u32>, String> {
+    let cpus = cpulist::parse(list).map_err(|e| format!("not a CPU list like 0-3,8: {e}"))?;
+    if cpus.is_empty() {
+        return Err("names no CPU".to_owned());
     }
-    cpus
+    let allowed = allowed_cpus();
+    if let Some(cpu) = cpus.iter().find(|c| !allowed.contains(c)) {
+        return Err(format!(
+            "CPU {cpu} is not one this process may use ({})",
+            cpulist::emit(allowed)
+        ));
+    }
+    Ok(cpus)
 }
 
 #[cfg(test)]
@@ -572,9 +576,17 @@ mod tests {
 
     #[test]
     fn cpu_lists() {
-        assert_eq!(parse_cpu_list("0-3,8,10-11"), vec![0, 1, 2, 3, 8, 10, 11]);
-        assert_eq!(parse_cpu_list("1"), vec![1]);
-        assert!(parse_cpu_list("").is_empty());
-        assert!(!allowed_cpus().is_empty());
+        let allowed = allowed_cpus();
+        assert!(!allowed.is_empty());
+        let first = allowed[0];
+        assert_eq!(parse_cpus(&first.to_string()), Ok(vec![first]));
+        assert_eq!(parse_cpus(&cpulist::emit(allowed.clone())), Ok(allowed));
+        assert!(
+            parse_cpus("100000")
+                .unwrap_err()
+                .contains("not one this process may use")
+        );
+        assert!(parse_cpus("2-").unwrap_err().contains("not a CPU list"));
+        assert!(parse_cpus("").is_err());
     }
 }

@@ -29,7 +29,7 @@
 //! ([`write_dump_iter`]), so memory stays small whatever the size.
 
 use anyhow::{Context, Result, bail, ensure};
-use crater_coordinator::dump::synth::{SynthCrate, SynthVersion, write_dump_iter};
+use crater_coordinator::select::dump::synth::{SynthCrate, SynthVersion, write_dump_iter};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};

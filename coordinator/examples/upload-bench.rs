@@ -6,7 +6,7 @@
 //!
 //! Credentials from the AWS environment; `bench/s3-upload.sh` starts a local server and runs it.
 
-use crater_coordinator::store::{RAW_CONTENT_TYPE, S3Options, S3Store};
+use crater_coordinator::results::store::{RAW_CONTENT_TYPE, S3Options, S3Store};
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 

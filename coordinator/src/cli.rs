@@ -32,6 +32,9 @@ pub enum Command {
     /// Manage the worker image.
     #[command(subcommand)]
     Image(ImageCommand),
+    /// Certificates and tokens for a fleet.
+    #[command(subcommand)]
+    Tls(TlsCommand),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -56,7 +59,7 @@ pub struct SelectArgs {
     pub top: Option<usize>,
     /// The crates.io database dump for --all and --top: a path or a URL. Its selection is cached
     /// as crates.json and downloads.json in --out for a day.
-    #[arg(long, value_name = "PATH|URL", default_value = crate::crate_list::DEFAULT_DUMP_URL)]
+    #[arg(long, value_name = "PATH|URL", default_value = crate::select::crate_list::DEFAULT_DUMP_URL)]
     pub db_dump: String,
     /// Read the dump again even when the cached crate list is less than a day old.
     #[arg(long)]
@@ -98,7 +101,7 @@ pub struct SelectArgs {
     #[arg(long, default_value = "1GiB", value_parser = parse_size)]
     pub max_log_bytes: u64,
     /// The registry index to resolve crates against.
-    #[arg(long, default_value = crate::index::DEFAULT_INDEX_URL, hide = true)]
+    #[arg(long, default_value = crate::select::index::DEFAULT_INDEX_URL, hide = true)]
     pub index_url: String,
 }
 
@@ -144,19 +147,53 @@ pub struct RunArgs {
 pub struct ServeArgs {
     #[command(flatten)]
     pub select: SelectArgs,
-    /// The address agents and `status` connect to. Loopback only until TLS is in place.
+    /// The address agents and `status` connect to. Any address but loopback needs --tls-cert,
+    /// --tls-key and --agent-token-file.
     #[arg(long, default_value = "127.0.0.1:7878")]
     pub listen: std::net::SocketAddr,
+    #[command(flatten)]
+    pub fleet: FleetArgs,
+    /// Serve Prometheus metrics at http://ADDR/metrics (https with --tls-cert). A scrape needs
+    /// `authorization: Bearer <status token>` when --status-token-file is given; any address
+    /// but loopback needs --tls-cert, --tls-key and --status-token-file.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
     /// Exit once every crate has a result (after draining the agents), instead of serving on.
     #[arg(long)]
     pub exit_when_done: bool,
+    /// An agent not heard from for this long (agents send a heartbeat every 10 s) loses its
+    /// running jobs: they go to other agents with the attempt raised, and a late result from
+    /// the old lease is discarded.
+    #[arg(long, default_value = "45s", value_parser = parse_duration)]
+    pub lease_timeout: Duration,
+}
+
+/// How `serve` is reached from other machines (`crater-at-home tls init` makes the files).
+#[derive(Args, Debug, Clone, Default)]
+pub struct FleetArgs {
+    /// Serve TLS with this certificate (PEM, the chain after it if any): `server.pem`.
+    #[arg(long, value_name = "PATH", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The TLS certificate's private key (PEM): `server-key.pem`.
+    #[arg(long, value_name = "PATH", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Agents must send one of the tokens in this file (one a line, `#` comments; several for
+    /// rotation) to take work.
+    #[arg(long, value_name = "PATH")]
+    pub agent_token_file: Option<PathBuf>,
+    /// `status` must send one of the tokens in this file. Off loopback, without it `status` is
+    /// refused to everyone; agent tokens never admit it.
+    #[arg(long, value_name = "PATH")]
+    pub status_token_file: Option<PathBuf>,
 }
 
 #[derive(Args, Debug, Clone)]
 pub struct StatusArgs {
-    /// The coordinator's address.
+    /// The coordinator's address: https://HOST:PORT, or http:// to this machine.
     #[arg(long, default_value = "http://127.0.0.1:7878")]
     pub coordinator: String,
+    #[command(flatten)]
+    pub auth: crater_agent::args::ClientAuthArgs,
     /// Print JSON for scripts instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -177,6 +214,27 @@ pub enum ImageCommand {
     Tag,
     /// Print which tools the worker image and the host toolchain can run, and why not.
     Probe,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TlsCommand {
+    /// Make a CA, a server certificate it signs for every --host (and localhost, 127.0.0.1), an
+    /// agent token and a status token. The CA's key is not kept.
+    Init(TlsInitArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct TlsInitArgs {
+    /// The folder to write ca.pem, server.pem, server-key.pem, agent-token and status-token to
+    /// (made if missing; the private files get mode 0600).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// A DNS name or IP address agents use to reach the coordinator. Repeatable.
+    #[arg(long, value_name = "NAME|IP", required = true)]
+    pub host: Vec<String>,
+    /// Replace existing files (agents then need the new ca.pem and agent token).
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// Seconds (`3600`) or a human duration (`90s`, `20m`, `1h`).

@@ -2,40 +2,32 @@
 //! over gRPC, and stores every result.
 //!
 //! # Layout
-//! - [`cli`]: the command line.
-//! - [`run`]: `run` (coordinator + local agent) and `serve` (coordinator alone), clean stop.
-//! - [`select`], [`index`], [`local_crate`]: from user input to jobs (crates.io versions and
-//!   checksums; local directories packed like .crate files).
-//! - [`dump`]: crates.io's database dump read: each crate's version to run, recent downloads.
-//! - [`crate_list`]: every crate, most downloaded first, from the dump; cached in the store.
-//! - [`rerun`]: which selected crates are left out (finished, not failed, ignored).
-//! - [`queue`]: the job queue and leases (pure bookkeeping, unit-tested).
-//! - [`server`]: the gRPC service: agent streams, leases, publishing results.
-//! - [`spool`]: a running job's log on disk.
-//! - [`verdict`]: the facts an agent reports, judged into a verdict.
-//! - [`outbox`]: finished results on disk until the store has them (outages, restarts,
-//!   backpressure).
-//! - [`store`]: the result store (local directory or S3 bucket; the seed's layout) and the JSON
-//!   record.
-//! - [`render`]: a raw terminal log as an HTML page.
-//! - [`diagnose`]: UB reports (Miri, ASan, ...) found in a log, and the crate they come from.
-//! - [`progress`], [`status`]: what people see: progress, summary, `status`.
+//! Three parts, each a folder, and a top that only wires them:
+//! - [`select`]: choosing crates — from user input and crates.io's database dump to jobs:
+//!   [`select::index`] (the sparse index: versions, checksums), [`select::dump`] and
+//!   [`select::crate_list`] (every crate, most downloaded first, cached in the store),
+//!   [`select::local_crate`] (directories packed like .crate files), [`select::rerun`] (which
+//!   selected crates are left out: finished, not failed, ignored).
+//! - [`serve`]: serving agents — [`serve::grpc`] (the tonic service and agent streams),
+//!   [`serve::coordinator`] (the [`serve::Coordinator`]: state joined to spooling and
+//!   publishing), [`serve::state`] (agents, verdict counts, draining, backpressure and the
+//!   decisions, without I/O), [`serve::queue`] (jobs and leases), [`serve::metrics`] and
+//!   [`serve::metrics_server`] (Prometheus metrics on `--metrics-listen`).
+//! - [`results`]: keeping results — [`results::spool`] (a running job's log on disk),
+//!   [`results::publish`] (spool → diagnose → verdict → outbox), [`results::diagnose`] (UB
+//!   reports in a log), [`results::verdict`], [`results::record`] (the JSON verdict),
+//!   [`results::outbox`] (finished results on disk until stored), [`results::uploads`] (the
+//!   uploader and the wait for it at shutdown), [`results::store`] (local directory or S3, the
+//!   seed's layout), [`results::render`] (a terminal log as HTML).
+//! - The top: [`cli`] (the command line), [`run`] (`run`, `serve` and `list`: start-up, the
+//!   plan, clean stop), [`status`] and [`progress`] (what people see), [`tls`] (`tls init`:
+//!   a fleet's certificates and tokens).
 
 pub mod cli;
-pub mod crate_list;
-pub mod diagnose;
-pub mod dump;
-pub mod index;
-pub mod local_crate;
-pub mod outbox;
 pub mod progress;
-pub mod queue;
-pub mod render;
-pub mod rerun;
+pub mod results;
 pub mod run;
 pub mod select;
-pub mod server;
-pub mod spool;
+pub mod serve;
 pub mod status;
-pub mod store;
-pub mod verdict;
+pub mod tls;

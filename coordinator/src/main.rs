@@ -1,12 +1,13 @@
 //! `crater-at-home`: see `crater-at-home --help`.
 
 use clap::Parser;
-use crater_coordinator::cli::{Cli, Command, ImageCommand};
-use crater_coordinator::{run, status};
+use crater_coordinator::cli::{Cli, Command, ImageCommand, TlsCommand};
+use crater_coordinator::{run, status, tls};
 use std::process::ExitCode;
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    crater_proto::raise_open_file_limit();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         // aws-config warns about every credential source it tries and skips (instance metadata
         // off EC2, ...); a real failure is reported by the store itself.
@@ -22,6 +23,7 @@ async fn main() -> ExitCode {
         Command::List(args) => run::list(args).await,
         Command::Status(args) => status::status(args).await,
         Command::Image(command) => image(command).await,
+        Command::Tls(TlsCommand::Init(args)) => tls::init(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

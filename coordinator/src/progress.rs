@@ -4,7 +4,7 @@
 //! On a terminal the bar redraws in place; elsewhere (CI logs, tests) the same information comes
 //! as plain lines, so nothing depends on a TTY.
 
-use crate::server::Event;
+use crate::serve::Event;
 use crater_proto::pb;
 use crater_proto::verdict::Verdict;
 use indicatif::{ProgressBar, ProgressStyle};

@@ -6,14 +6,19 @@
 //! same command run again picks up where it stopped.
 
 use crate::cli::{RunArgs, SelectArgs, ServeArgs, StoreArgs};
-use crate::index::Index;
-use crate::outbox::{self, Outbox};
 use crate::progress::{self, Progress};
-use crate::queue::JobSpec;
-use crate::rerun::{self, Leave, RerunPolicy};
+use crate::results::outbox::{self, Outbox};
+use crate::results::record::ResultRecord;
+use crate::results::store::{LocalStore, S3Options, S3Store, Store};
+use crate::results::uploads::{Uploads, unstored_note};
+use crate::select::index::Index;
+use crate::select::rerun::{self, Leave, RerunPolicy};
 use crate::select::{self, DumpChoice, InputError, Inputs};
-use crate::server::{Coordinator, Event};
-use crate::store::{LocalStore, ResultRecord, S3Options, S3Store, Store};
+use crate::serve::auth::Security;
+use crate::serve::metrics;
+use crate::serve::metrics_server::{MetricsAccess, MetricsServer};
+use crate::serve::queue::JobSpec;
+use crate::serve::{Coordinator, Event};
 use anyhow::{Context, Result, bail};
 use crater_agent::AgentConfig;
 use crater_agent::args::SlotArgs;
@@ -251,12 +256,17 @@ pub async fn run(args: RunArgs) -> Result<u8> {
 
     // Only from here on: until now Ctrl-C simply ends the process (nothing to clean up yet).
     let stop = stop_on_signal();
-    let (coordinator, mut events) =
-        Coordinator::new(outbox.clone(), limits(&args.select), plan.jobs);
+    // The embedded agent is this process: it cannot fall silent while the coordinator runs.
+    let (coordinator, mut events) = Coordinator::new(
+        outbox.clone(),
+        limits(&args.select),
+        DEFAULT_LEASE_TIMEOUT,
+        plan.jobs,
+    );
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let address = listener.local_addr()?;
     let server_stop = CancellationToken::new();
-    let server = spawn_server(&coordinator, listener, &server_stop);
+    let server = spawn_server(&coordinator, listener, &Security::loopback(), &server_stop);
 
     let agent_config = AgentConfig {
         coordinator: format!("http://{address}"),
@@ -287,8 +297,7 @@ pub async fn run(args: RunArgs) -> Result<u8> {
         }
         agent_result = Some(agent.await);
     }
-    server_stop.cancel();
-    let _ = server.await;
+    stop_server(server, &server_stop).await;
     drain_events(&mut events, &mut progress);
 
     let agent_failed = match agent_result.expect("set above") {
@@ -327,70 +336,6 @@ pub async fn run(args: RunArgs) -> Result<u8> {
     Ok(input_status)
 }
 
-/// The uploader: stores the outbox's entries in the background while the run goes on.
-struct Uploads {
-    stop: CancellationToken,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Uploads {
-    fn start(outbox: &Outbox, store: &Store) -> Uploads {
-        let stop = CancellationToken::new();
-        let task = tokio::spawn(outbox.clone().run_uploader(store.clone(), stop.clone()));
-        Uploads { stop, task }
-    }
-
-    /// Waits until every finished result is stored (showing what waits, and why, when it
-    /// takes a while) or `interrupt` fires. True when all were stored.
-    async fn finish(self, outbox: &Outbox, store: &Store, interrupt: &CancellationToken) -> bool {
-        let mut backlog = outbox.backlog();
-        let waiting = backlog.borrow().clone();
-        let stored = if waiting.entries == 0 {
-            true
-        } else {
-            let bar = indicatif::ProgressBar::new_spinner();
-            bar.enable_steady_tick(Duration::from_millis(200));
-            loop {
-                let now = backlog.borrow_and_update().clone();
-                if now.entries == 0 {
-                    break true;
-                }
-                let mut message = format!(
-                    "storing {} results ({} MiB) in {}",
-                    now.entries,
-                    now.bytes >> 20,
-                    store.describe()
-                );
-                if let Some(error) = &now.failing {
-                    message.push_str(&format!(" (failing, retrying: {error})"));
-                }
-                bar.set_message(message);
-                tokio::select! {
-                    changed = backlog.changed() => if changed.is_err() { break false },
-                    () = interrupt.cancelled() => break false,
-                }
-            }
-        };
-        self.stop.cancel();
-        let _ = self.task.await;
-        stored
-    }
-}
-
-/// Says where results that could not be stored yet are kept.
-fn unstored_note(outbox: &Outbox) {
-    let backlog = outbox.backlog().borrow().clone();
-    if backlog.entries > 0 {
-        eprintln!(
-            "{} finished results ({} MiB) are kept in {} and are stored by the next run with \
-             the same --out",
-            backlog.entries,
-            backlog.bytes >> 20,
-            outbox.spool_dir().display()
-        );
-    }
-}
-
 fn drain_events(events: &mut tokio::sync::mpsc::UnboundedReceiver<Event>, progress: &mut Progress) {
     while let Ok(event) = events.try_recv() {
         progress.on_event(event);
@@ -408,25 +353,50 @@ async fn agent_config(args: &SlotArgs) -> Result<AgentConfig> {
     Ok(config)
 }
 
+/// The lease timeout of `run`, whose agent is in the same process.
+const DEFAULT_LEASE_TIMEOUT: Duration = Duration::from_secs(45);
+
 pub async fn serve(args: ServeArgs) -> Result<u8> {
-    if !args.listen.ip().is_loopback() {
-        bail!(
-            "--listen {}: only loopback addresses are served until TLS and agent tokens are in place",
-            args.listen
-        );
-    }
+    // Off loopback: TLS and agent tokens, or no start at all.
+    let security = Security::for_serve(args.listen, &args.fleet)?;
+    let metrics_access = (args.metrics_listen)
+        .map(|listen| MetricsAccess::for_serve(listen, &args.fleet))
+        .transpose()?;
     let (store, outbox, plan) = prepare(&args.select).await?;
     let total = plan.jobs.len() as u64;
     let stop = stop_on_signal();
     let uploads = Uploads::start(&outbox, &store);
-    let (coordinator, mut events) =
-        Coordinator::new(outbox.clone(), limits(&args.select), plan.jobs);
+    let (coordinator, mut events) = Coordinator::new(
+        outbox.clone(),
+        limits(&args.select),
+        args.lease_timeout,
+        plan.jobs,
+    );
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
-    eprintln!("coordinator listening on http://{}", listener.local_addr()?);
+    eprintln!(
+        "coordinator listening on {}://{}",
+        security.scheme(),
+        listener.local_addr()?
+    );
     let server_stop = CancellationToken::new();
-    let server = spawn_server(&coordinator, listener, &server_stop);
+    let server = spawn_server(&coordinator, listener, &security, &server_stop);
+    let metrics_server = match (args.metrics_listen, metrics_access) {
+        (Some(listen), Some(access)) => {
+            let listener = TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("listening on --metrics-listen {listen}"))?;
+            eprintln!(
+                "metrics at {}://{}/metrics",
+                access.scheme(),
+                listener.local_addr()?
+            );
+            let registry = metrics::registry(&coordinator);
+            Some(MetricsServer::start(listener, access, registry))
+        }
+        _ => None,
+    };
     let mut progress = Progress::new(total);
     let mut complete = coordinator.completion();
     let mut interrupted = false;
@@ -447,8 +417,10 @@ pub async fn serve(args: ServeArgs) -> Result<u8> {
     while coordinator.connected_agents() > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    server_stop.cancel();
-    let _ = server.await;
+    stop_server(server, &server_stop).await;
+    if let Some(metrics_server) = metrics_server {
+        metrics_server.stop().await;
+    }
     drain_events(&mut events, &mut progress);
     let stored = !interrupted && uploads.finish(&outbox, &store, &stop).await;
     eprint!(
@@ -481,20 +453,38 @@ fn limits(args: &SelectArgs) -> crater_proto::pb::Limits {
     }
 }
 
-/// Serves `coordinator` on `listener` until `stop` fires.
+/// Serves `coordinator` on `listener` with `security` (TLS, tokens) until `stop` fires.
 fn spawn_server(
     coordinator: &Coordinator,
     listener: TcpListener,
+    security: &Security,
     stop: &CancellationToken,
 ) -> tokio::task::JoinHandle<Result<(), tonic::transport::Error>> {
     tokio::spawn(
-        tonic::transport::Server::builder()
+        security
+            .server()
             .add_service(coordinator.service())
             .serve_with_incoming_shutdown(
                 TcpListenerStream::new(listener),
                 stop.clone().cancelled_owned(),
             ),
     )
+}
+
+/// Stops the gRPC server: gracefully, but for a few seconds at most, so an agent that ignores
+/// Drain or stopped reading cannot keep the coordinator from exiting.
+async fn stop_server(
+    mut server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    stop: &CancellationToken,
+) {
+    stop.cancel();
+    if tokio::time::timeout(Duration::from_secs(5), &mut server)
+        .await
+        .is_err()
+    {
+        tracing::warn!("agents still connected after the drain: closing their connections");
+        server.abort();
+    }
 }
 
 /// Cancelled on the first Ctrl-C or SIGTERM.

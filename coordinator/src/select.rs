@@ -1,16 +1,25 @@
-//! Which crates to run: `--crate`, `--crate-list` and `--local-crate` turned into jobs.
+//! Choosing crates: which crates to run, from `--crate`, `--crate-list`, `--local-crate` and
+//! the database dump (`--top`, `--all`), turned into jobs for the queue.
+//!
+//! The parts: [`index`] resolves names against crates.io's sparse index, [`dump`] reads the
+//! database dump and [`crate_list`] caches what it chose, [`local_crate`] packs a directory like
+//! a .crate file, and [`rerun`] says which selected crates need no run. This file joins them.
 //!
 //! Bad entries never stop the run: each becomes an [`InputError`] naming the entry (and the file
 //! and line it came from), and every good entry still runs. Registry crates are resolved against
 //! the sparse index here, before any container starts, so "no such crate" costs no build time.
 
-use crate::crate_list;
-use crate::index::{Index, IndexError};
-use crate::local_crate;
-use crate::queue::{JobSource, JobSpec};
+pub mod crate_list;
+pub mod dump;
+pub mod index;
+pub mod local_crate;
+pub mod rerun;
+
+use crate::serve::queue::{JobSource, JobSpec};
 use crater_proto::crate_ref::CrateRef;
 use crater_proto::tool::Tool;
 use futures::StreamExt;
+use index::{Index, IndexError};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 

@@ -2,20 +2,40 @@
 
 use crate::cli::StatusArgs;
 use crate::progress::status_line;
-use anyhow::{Context, Result};
-use crater_proto::pb;
+use anyhow::Result;
+use crater_proto::text::printable;
+use crater_proto::{client, pb};
 use std::fmt::Write as _;
 use std::time::Duration;
 
 pub async fn status(args: StatusArgs) -> Result<u8> {
-    let mut client = pb::coordinator_client::CoordinatorClient::connect(args.coordinator.clone())
-        .await
-        .with_context(|| format!("cannot reach the coordinator at {}", args.coordinator))?;
+    let token = args.auth.token()?;
+    let endpoint = client::endpoint(
+        &args.coordinator,
+        args.auth.ca_cert.as_deref(),
+        token.as_ref(),
+    )?
+    .connect_timeout(Duration::from_secs(10));
+    // Plain http to a TLS port fails with no more than "connection closed": say what may be
+    // wrong.
+    let hint = if args.coordinator.starts_with("http://") {
+        " (if the coordinator serves TLS, use https:// and --ca-cert)"
+    } else {
+        ""
+    };
+    let channel = endpoint.connect().await.map_err(|e| {
+        anyhow::anyhow!(
+            "cannot reach the coordinator at {}: {}{hint}",
+            args.coordinator,
+            client::chain(&e)
+        )
+    })?;
+    let mut client = client::client(channel, token.as_ref());
     loop {
         let reply = client
             .status(pb::StatusRequest {})
             .await
-            .map_err(|s| anyhow::anyhow!("status: {}", s.message()))?
+            .map_err(|s| anyhow::anyhow!("status: {}{hint}", client::chain(&s)))?
             .into_inner();
         if args.json {
             println!("{}", serde_json::to_string_pretty(&to_json(&reply))?);
@@ -44,12 +64,13 @@ pub fn to_json(r: &pb::StatusReply) -> serde_json::Value {
                     serde_json::json!({
                         "slot": j.slot, "job_id": j.job_id, "crate": j.krate,
                         "version": j.version, "tool": j.tool, "running_secs": j.running_secs,
+                        "log_bytes": j.log_bytes,
                     })
                 })
                 .collect();
             serde_json::json!({
                 "name": a.name, "slots": a.slots, "connected_secs": a.connected_secs,
-                "running": running,
+                "last_contact_secs": a.last_contact_secs, "running": running,
             })
         })
         .collect();
@@ -62,6 +83,9 @@ pub fn to_json(r: &pb::StatusReply) -> serde_json::Value {
         "finished": r.finished,
         "verdicts": r.verdicts,
         "crates_per_minute": r.crates_per_minute,
+        "eta_secs": r.eta_secs,
+        "leases_expired": r.leases_expired,
+        "results_discarded": r.results_discarded,
         "unstored": r.unstored,
         "unstored_bytes": r.unstored_bytes,
         "store_error": r.store_error,
@@ -106,29 +130,48 @@ pub fn table(r: &pb::StatusReply) -> String {
     if r.agents.is_empty() {
         let _ = writeln!(out, "agents: none connected");
     }
-    for agent in &r.agents {
+    if r.eta_secs > 0 {
         let _ = writeln!(
             out,
-            "agent {} · {} slots · connected {}",
-            agent.name,
+            "eta: {} at {:.1} crates a minute",
+            humantime::format_duration(Duration::from_secs(r.eta_secs)),
+            r.crates_per_minute
+        );
+    }
+    if r.leases_expired > 0 || r.results_discarded > 0 {
+        let _ = writeln!(
+            out,
+            "leases: {} taken from silent agents · {} late results discarded",
+            r.leases_expired, r.results_discarded
+        );
+    }
+    for agent in &r.agents {
+        // What the coordinator relays came from agents: shown printable whatever it holds.
+        let _ = writeln!(
+            out,
+            "agent {} · {} slots · connected {} · last heard {}s ago",
+            printable(&agent.name, 64),
             agent.slots,
-            humantime::format_duration(Duration::from_secs(agent.connected_secs))
+            humantime::format_duration(Duration::from_secs(agent.connected_secs)),
+            agent.last_contact_secs
         );
         let mut running = agent.running.clone();
         running.sort_by_key(|j| j.slot);
-        for slot in 0..agent.slots {
-            match running.iter().find(|j| j.slot == slot) {
-                Some(j) => {
-                    let _ = writeln!(
-                        out,
-                        "  slot {slot}: {} {} ({}, {}s)",
-                        j.krate, j.version, j.tool, j.running_secs
-                    );
-                }
-                None => {
-                    let _ = writeln!(out, "  slot {slot}: idle");
-                }
-            }
+        for j in &running {
+            let _ = writeln!(
+                out,
+                "  slot {}: {} {} ({}, {}s, {} KiB of log)",
+                j.slot,
+                printable(&j.krate, 64),
+                printable(&j.version, 32),
+                printable(&j.tool, 16),
+                j.running_secs,
+                j.log_bytes >> 10
+            );
+        }
+        let idle = u64::from(agent.slots).saturating_sub(running.len() as u64);
+        if idle > 0 {
+            let _ = writeln!(out, "  {idle} slots idle");
         }
     }
     out

@@ -10,24 +10,6 @@ use std::time::Duration;
 
 const MINUTES: Duration = Duration::from_secs(60);
 
-/// `run` over `crates` (directories, in this order) with extra flags; the results directory.
-fn run_fixtures(flags: &[&str], crates: &[std::path::PathBuf]) -> (tempfile::TempDir, Finished) {
-    let out = tempfile::tempdir().unwrap();
-    let mut args = vec!["run", "--out", to_str(out.path()), "--slots", "1"];
-    args.extend(flags);
-    for dir in crates {
-        args.extend(["--local-crate", to_str(dir)]);
-    }
-    let finished = run(&args, 10 * MINUTES);
-    assert!(finished.status.success(), "{}", finished.stderr);
-    (out, finished)
-}
-
-fn raw_log(out: &Path, tool: &str, name: &str) -> String {
-    String::from_utf8_lossy(&std::fs::read(out.join(format!("{tool}/raw/{name}/0.1.0"))).unwrap())
-        .into_owned()
-}
-
 /// A library that does not compile: whatever its build script did, the verdict is build-fail.
 const BROKEN_LIB: &str = "pub fn broken() -> u8 { \"not a number\" }\n";
 
@@ -153,7 +135,7 @@ fn a_crate_can_neither_forge_its_verdict_nor_leave_anything_for_the_next() {
         Some(INSPECTOR_BUILD_RS),
     );
     let (out, _) = run_fixtures(
-        &["--tool", "test", "--memory-gb", "2"],
+        &["--tool", "test", "--slots", "1", "--memory-gb", "2"],
         &[attacker, inspector],
     );
 
@@ -232,6 +214,8 @@ fn a_disk_bomb_is_stopped_with_a_no_space_cause_and_the_host_keeps_its_space() {
         &[
             "--tool",
             "test",
+            "--slots",
+            "1",
             "--memory-gb",
             "2",
             "--disk-gb",
@@ -552,7 +536,16 @@ fn with_the_network_on_crate_code_reaches_the_internet_but_not_metadata_or_the_h
     );
     let after = make_crate(crates.path(), "fixture-after-prober", PASSING_TEST, None);
     let (out, _) = run_fixtures(
-        &["--tool", "check", "--memory-gb", "2", "--network", "on"],
+        &[
+            "--tool",
+            "check",
+            "--slots",
+            "1",
+            "--memory-gb",
+            "2",
+            "--network",
+            "on",
+        ],
         &[prober, after],
     );
     let r = result(out.path(), "check", "fixture-prober", "0.1.0");

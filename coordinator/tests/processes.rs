@@ -201,3 +201,197 @@ fn sigint_stops_cleanly_and_the_next_run_finishes_the_rest() {
         first_finished_at
     );
 }
+
+#[test]
+fn a_killed_agents_container_stops_by_itself_after_its_job() {
+    let crates = tempfile::tempdir().unwrap();
+    let slow = make_crate(
+        crates.path(),
+        "fixture-orphan",
+        "",
+        Some(&sleeping_build_rs(10)),
+    );
+    ensure_image();
+    let out = tempfile::tempdir().unwrap();
+    let (serve, url) = serve_on_loopback(out.path(), &[&slow], &[]);
+    let agent = agent_on(&url, "0", "agent-killed", &[]);
+    let agent_pid = agent.id();
+    let mut container = String::new();
+    wait_until("the job to start", 5 * MINUTES, || {
+        let Some(id) = containers_of(agent_pid).into_iter().next() else {
+            return false;
+        };
+        container = id;
+        let ps = Command::new("docker")
+            .args(["exec", &container, "ps", "-eo", "args="])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&ps.stdout).contains("build-script-build")
+    });
+    Command::new("kill")
+        .args(["-KILL", &agent_pid.to_string()])
+        .status()
+        .unwrap();
+    drop(agent);
+    // Its job ends within the build script's 10 s; then the loop reads the end of its input.
+    wait_until("the orphaned container to stop", 2 * MINUTES, || {
+        docker(&["inspect", "-f", "{{.State.Running}}", &container]).trim() == "false"
+    });
+    docker(&["rm", "-f", &container]);
+    drop(serve);
+}
+
+/// `serve` on a loopback port with `extra` flags over `crates`; (the server, its URL).
+fn serve_on_loopback(
+    out: &std::path::Path,
+    crates: &[&std::path::Path],
+    extra: &[&str],
+) -> (Running, String) {
+    let address = format!("127.0.0.1:{}", free_port());
+    let mut args = vec![
+        "serve",
+        "--listen",
+        &address,
+        "--tool",
+        "check",
+        "--out",
+        to_str(out),
+    ];
+    args.extend(extra);
+    for dir in crates {
+        args.extend(["--local-crate", to_str(dir)]);
+    }
+    let serve = spawn(&coordinator_bin(), &args);
+    (serve, format!("http://{address}"))
+}
+
+/// A `crater-agent` with one slot on `cpu`, named `name`, with `extra` flags.
+fn agent_on(url: &str, cpu: &str, name: &str, extra: &[&str]) -> Running {
+    let mut args = vec![
+        "--coordinator",
+        url,
+        "--slots",
+        "1",
+        "--cpus",
+        cpu,
+        "--memory-gb",
+        "2",
+        "--disk-gb",
+        "0",
+        "--name",
+        name,
+    ];
+    args.extend(extra);
+    spawn(&agent_bin(), &args)
+}
+
+fn running_on(url: &str, agent: &str) -> bool {
+    let out = Command::new(coordinator_bin())
+        .args(["status", "--json", "--coordinator", url])
+        .output()
+        .unwrap();
+    let Ok(status) = serde_json::from_slice::<serde_json::Value>(&out.stdout) else {
+        return false;
+    };
+    status["agents"].as_array().is_some_and(|agents| {
+        agents
+            .iter()
+            .any(|a| a["name"] == agent && !a["running"].as_array().unwrap().is_empty())
+    })
+}
+
+fn sigterm(running: &Running) {
+    let sent = Command::new("kill")
+        .args(["-TERM", &running.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+}
+
+#[test]
+fn sigterm_on_an_agent_lets_its_job_finish_then_it_exits_0() {
+    let crates = tempfile::tempdir().unwrap();
+    let slow = make_crate(
+        crates.path(),
+        "fixture-drained",
+        "",
+        Some(&sleeping_build_rs(10)),
+    );
+    ensure_image();
+    let out = tempfile::tempdir().unwrap();
+    let (serve, url) = serve_on_loopback(out.path(), &[&slow], &["--exit-when-done"]);
+    let agent = agent_on(&url, "0", "agent-drained", &[]);
+    wait_until("the job to run", 5 * MINUTES, || {
+        running_on(&url, "agent-drained")
+    });
+    sigterm(&agent);
+    let agent_pid = agent.id();
+    let agent = wait(agent, 2 * MINUTES);
+    assert!(agent.status.success(), "{}", agent.stderr);
+    assert!(agent.stderr.contains("draining"), "{}", agent.stderr);
+    assert!(
+        containers_of(agent_pid).is_empty(),
+        "its containers are gone"
+    );
+    let served = wait(serve, MINUTES);
+    assert!(served.status.success(), "{}", served.stderr);
+    let r = result(out.path(), "check", "fixture-drained", "0.1.0");
+    assert_eq!(
+        (r["status"].as_str(), r["attempt"].as_u64()),
+        (Some("pass"), Some(1)),
+        "{r}"
+    );
+}
+
+#[test]
+fn past_its_drain_timeout_an_agent_gives_its_job_back_and_another_finishes_it_at_once() {
+    let crates = tempfile::tempdir().unwrap();
+    let slow = make_crate(
+        crates.path(),
+        "fixture-released",
+        "",
+        Some(&sleeping_build_rs(20)),
+    );
+    ensure_image();
+    let out = tempfile::tempdir().unwrap();
+    // A lease timeout far longer than the test: only the release can move the job in time.
+    let (serve, url) = serve_on_loopback(
+        out.path(),
+        &[&slow],
+        &["--exit-when-done", "--lease-timeout", "10m"],
+    );
+    let leaving = agent_on(&url, "0", "agent-leaving", &["--drain-timeout", "1s"]);
+    wait_until("the job to run", 5 * MINUTES, || {
+        running_on(&url, "agent-leaving")
+    });
+    let staying = agent_on(&url, "1", "agent-staying", &[]);
+    wait_until("the second agent to connect", 3 * MINUTES, || {
+        let out = Command::new(coordinator_bin())
+            .args(["status", "--json", "--coordinator", &url])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).contains("agent-staying")
+    });
+    let signalled = std::time::Instant::now();
+    sigterm(&leaving);
+    let left = wait(leaving, MINUTES);
+    assert!(left.status.success(), "{}", left.stderr);
+    assert!(left.stderr.contains("giving"), "{}", left.stderr);
+    wait_until("the job to run on the other agent", MINUTES, || {
+        running_on(&url, "agent-staying")
+    });
+    let moved_after = signalled.elapsed();
+    assert!(
+        moved_after < Duration::from_secs(30),
+        "moved after {moved_after:?}"
+    );
+    let served = wait(serve, 3 * MINUTES);
+    assert!(served.status.success(), "{}", served.stderr);
+    drop(staying);
+    let r = result(out.path(), "check", "fixture-released", "0.1.0");
+    assert_eq!(r["status"], "pass", "{r}");
+    assert_eq!(r["attempt"], 2, "{r}");
+    assert_eq!(r["agent"], "agent-staying", "{r}");
+    assert_eq!(all_results(out.path(), "check").len(), 1, "one result");
+    eprintln!("the job moved {moved_after:?} after SIGTERM (drain timeout 1 s)");
+}

@@ -7,7 +7,7 @@ mod common;
 
 use common::s3::S3Server;
 use common::*;
-use crater_coordinator::dump::synth::{SynthCrate, SynthVersion, write_dump};
+use crater_coordinator::select::dump::synth::{SynthCrate, SynthVersion, write_dump};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::path::Path;

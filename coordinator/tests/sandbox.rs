@@ -8,24 +8,6 @@ use std::time::Duration;
 
 const MINUTES: Duration = Duration::from_secs(60);
 
-/// `run` over `crates` (directories) with extra flags; the results directory.
-fn run_fixtures(flags: &[&str], crates: &[std::path::PathBuf]) -> (tempfile::TempDir, Finished) {
-    let out = tempfile::tempdir().unwrap();
-    let mut args = vec!["run", "--out", to_str(out.path())];
-    args.extend(flags);
-    for dir in crates {
-        args.extend(["--local-crate", to_str(dir)]);
-    }
-    let finished = run(&args, 10 * MINUTES);
-    assert!(finished.status.success(), "{}", finished.stderr);
-    (out, finished)
-}
-
-fn raw_log(out: &std::path::Path, tool: &str, name: &str) -> String {
-    String::from_utf8_lossy(&std::fs::read(out.join(format!("{tool}/raw/{name}/0.1.0"))).unwrap())
-        .into_owned()
-}
-
 const PASSING_TEST: &str = "#[test]\nfn ok() { assert_eq!(2 + 2, 4); }\n";
 
 #[test]

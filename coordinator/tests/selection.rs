@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use crater_coordinator::dump::synth::{SynthCrate, SynthVersion, write_dump};
+use crater_coordinator::select::dump::synth::{SynthCrate, SynthVersion, write_dump};
 use std::path::Path;
 use std::time::Duration;
 

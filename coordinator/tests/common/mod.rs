@@ -1,5 +1,6 @@
 //! Helpers for the end-to-end tests: the real binaries, the real Docker engine, real crates.
 #![allow(dead_code)] // each test binary uses its own subset
+pub mod netns;
 pub mod s3;
 
 use std::io::Read;
@@ -52,6 +53,12 @@ pub struct Running(Option<Child>);
 impl Running {
     pub fn id(&self) -> u32 {
         self.0.as_ref().expect("not waited for yet").id()
+    }
+
+    /// Whether the process has ended (its output is still there for [`wait`]).
+    pub fn exited(&mut self) -> bool {
+        let child = self.0.as_mut().expect("not waited for yet");
+        child.try_wait().unwrap().is_some()
     }
 }
 
@@ -220,4 +227,24 @@ pub const SMALL: &[&str] = &["--memory-gb", "2"];
 
 pub fn to_str(p: &Path) -> &str {
     p.to_str().unwrap()
+}
+
+/// `run` over `crates` (directories, in this order) with extra flags, to the end; the results
+/// directory.
+pub fn run_fixtures(flags: &[&str], crates: &[PathBuf]) -> (tempfile::TempDir, Finished) {
+    let out = tempfile::tempdir().unwrap();
+    let mut args = vec!["run", "--out", to_str(out.path())];
+    args.extend(flags);
+    for dir in crates {
+        args.extend(["--local-crate", to_str(dir)]);
+    }
+    let finished = run(&args, Duration::from_secs(600));
+    assert!(finished.status.success(), "{}", finished.stderr);
+    (out, finished)
+}
+
+/// The raw log of local fixture `name` 0.1.0.
+pub fn raw_log(out: &Path, tool: &str, name: &str) -> String {
+    String::from_utf8_lossy(&std::fs::read(out.join(format!("{tool}/raw/{name}/0.1.0"))).unwrap())
+        .into_owned()
 }

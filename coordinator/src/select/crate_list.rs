@@ -5,7 +5,7 @@
 //! `downloads.json` (name → recent downloads) at the top of the store, and the dump (hundreds of
 //! MiB) is only read again when they are older than a day or `--refresh-crates` asks for it.
 
-use crate::dump::{self, DumpCrate};
+use crate::select::dump::{self, DumpCrate};
 use anyhow::{Context, Result};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

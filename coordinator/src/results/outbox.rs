@@ -1,30 +1,30 @@
 //! The outbox: finished results on local disk, waiting for the store to take them.
 //!
 //! A job's result is *finished* once it is committed here (its log moved in, then its JSON
-//! record written, both on the spool's filesystem); a single uploader then stores each entry,
-//! oldest first, retrying with backoff for as long as it takes, and deletes it only once the
-//! store has all of it. So an unreachable bucket costs disk, not results, and a coordinator
-//! killed at any moment finds its committed results here at the next start and stores them
-//! instead of running those crates again. The size of what waits is bounded by
-//! `--spool-max-gb`: past it the coordinator hands out no new work (backpressure) until the
-//! uploads drain.
+//! record written, both on the spool's filesystem); a single uploader
+//! ([`uploads`](super::uploads)) then stores each entry, oldest first, retrying with backoff for
+//! as long as it takes, and it leaves the outbox only once the store has all of it. So an
+//! unreachable bucket costs disk, not results, and a coordinator killed at any moment finds its
+//! committed results here at the next start and stores them instead of running those crates
+//! again. The size of what waits is bounded by `--spool-max-gb`: past it the coordinator hands
+//! out no new work (backpressure) until the uploads drain.
+//!
+//! The outbox knows nothing of stores: it is the on-disk queue between the result path and the
+//! uploader, so the stores can read its entries without it depending on them.
 //!
 //! The spool directory is locked for the life of the process, so two coordinators never share
 //! one; running-job logs left there by a dead process are deleted at open (those jobs have no
 //! result and simply run again).
 
-use crate::store::{ResultRecord, Store};
+use crate::results::record::ResultRecord;
 use anyhow::{Context, Result, bail};
-use backon::{BackoffBuilder, ExponentialBuilder};
 use crater_proto::tool::Tool;
 use std::collections::VecDeque;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 use tokio::sync::{Notify, watch};
-use tokio_util::sync::CancellationToken;
 
 const RECORD_FILE: &str = "result.json";
 const RAW_FILE: &str = "raw";
@@ -199,79 +199,46 @@ impl Outbox {
         self.commit(tool, record, &log)
     }
 
-    /// Stores entries, oldest first, until `stop`; an entry leaves the outbox only once stored.
-    pub async fn run_uploader(self, store: Store, stop: CancellationToken) {
+    /// The oldest entry, once there is one. It stays in the outbox until [`Outbox::stored`].
+    pub async fn oldest(&self) -> Entry {
         loop {
-            let entry = loop {
-                if let Some(entry) = self.queue().front().cloned() {
-                    break entry;
-                }
-                tokio::select! {
-                    () = self.inner.wake.notified() => {}
-                    () = stop.cancelled() => return,
-                }
-            };
-            tokio::select! {
-                () = self.store_entry(&store, &entry) => {}
-                () = stop.cancelled() => return,
+            if let Some(entry) = self.queue().front().cloned() {
+                return entry;
             }
-            if let Err(e) = std::fs::remove_dir_all(&entry.dir) {
-                // Stored all the same; a leftover directory is re-published (harmlessly) at the
-                // next start.
-                tracing::warn!("removing {}: {e}", entry.dir.display());
-            }
-            self.queue().pop_front();
-            self.inner.backlog.send_modify(|b| {
-                b.entries -= 1;
-                b.bytes -= entry.bytes;
-                b.failing = None;
-            });
+            // A commit between the check and here leaves a permit, so no wake-up is lost.
+            self.inner.wake.notified().await;
         }
+    }
+
+    /// The store has all of `entry` (the oldest): it leaves the outbox.
+    pub fn stored(&self, entry: &Entry) {
+        if let Err(e) = std::fs::remove_dir_all(&entry.dir) {
+            // Stored all the same; a leftover directory is re-published (harmlessly) at the
+            // next start.
+            tracing::warn!("removing {}: {e}", entry.dir.display());
+        }
+        self.queue().pop_front();
+        self.inner.backlog.send_modify(|b| {
+            b.entries -= 1;
+            b.bytes -= entry.bytes;
+            b.failing = None;
+        });
+    }
+
+    /// Storing the oldest entry failed with `error`; shown in the backlog until one is stored.
+    /// True when it was working until now.
+    pub fn failing(&self, error: &str) -> bool {
+        let first = self.inner.backlog.borrow().failing.is_none();
+        self.inner
+            .backlog
+            .send_modify(|b| b.failing = Some(error.to_owned()));
+        first
     }
 
     /// Resolves when nothing waits to be stored.
     pub async fn drained(&self) {
         let mut backlog = self.backlog();
         let _ = backlog.wait_for(|b| b.entries == 0).await;
-    }
-
-    /// Tries until it works: transient failures (throttling, 5xx, timeouts, connection errors)
-    /// with exponential backoff and jitter, permanent ones (access denied, a missing bucket, a
-    /// full disk) every minute, since they need a person and the result must not be lost.
-    async fn store_entry(&self, store: &Store, entry: &Entry) {
-        let what = format!(
-            "{} {} ({})",
-            entry.record.name, entry.record.version, entry.tool
-        );
-        loop {
-            let mut delays = backoff();
-            let error = loop {
-                match store.publish(entry).await {
-                    Ok(()) => return,
-                    Err(e) if e.is_transient() => {
-                        let delay = delays.next().expect("the backoff never ends");
-                        self.failing(&what, &e.to_string(), delay);
-                        tokio::time::sleep(delay).await;
-                    }
-                    Err(e) => break e,
-                }
-            };
-            let delay = Duration::from_secs(60);
-            self.failing(&what, &error.to_string(), delay);
-            tokio::time::sleep(delay).await;
-        }
-    }
-
-    fn failing(&self, what: &str, error: &str, retry_in: Duration) {
-        let first = self.inner.backlog.borrow().failing.is_none();
-        if first {
-            tracing::warn!("storing {what} failed, retrying in {retry_in:.1?}: {error}");
-        } else {
-            tracing::debug!("storing {what} failed, retrying in {retry_in:.1?}: {error}");
-        }
-        self.inner
-            .backlog
-            .send_modify(|b| b.failing = Some(error.to_owned()));
     }
 
     fn queue(&self) -> std::sync::MutexGuard<'_, VecDeque<Entry>> {
@@ -293,16 +260,6 @@ impl Outbox {
             .expect("the update always succeeds");
         next(last)
     }
-}
-
-/// Exponential backoff with jitter: 1 s doubling to 30 s, forever.
-fn backoff() -> impl Iterator<Item = Duration> {
-    ExponentialBuilder::default()
-        .with_min_delay(Duration::from_secs(1))
-        .with_max_delay(Duration::from_secs(30))
-        .with_jitter()
-        .without_max_times()
-        .build()
 }
 
 fn read_entry(dir: &Path) -> Option<Entry> {
@@ -341,7 +298,7 @@ pub fn peek(spool: &Path) -> Vec<Entry> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{LocalStore, sample_record};
+    use crate::results::record::sample_record;
 
     fn commit(outbox: &Outbox, name: &str, log: &str) {
         let path = outbox.spool_dir().join(format!("{name}.log"));
@@ -404,31 +361,5 @@ mod tests {
         all.sort();
         all.dedup();
         assert_eq!(all.len(), 4000, "no number handed out twice");
-    }
-
-    #[tokio::test]
-    async fn the_uploader_stores_everything_and_empties_the_outbox() {
-        let dir = tempfile::tempdir().unwrap();
-        let outbox = Outbox::open(&dir.path().join(".spool"), u64::MAX).unwrap();
-        commit(&outbox, "first", "one\n");
-        let store = Store::Local(LocalStore::open(dir.path().join("results")).unwrap());
-        let stop = CancellationToken::new();
-        let uploader = tokio::spawn(outbox.clone().run_uploader(store.clone(), stop.clone()));
-        commit(&outbox, "second", "two\n");
-        tokio::time::timeout(Duration::from_secs(10), outbox.drained())
-            .await
-            .expect("drained");
-        stop.cancel();
-        uploader.await.unwrap();
-        let Store::Local(local) = store else {
-            unreachable!()
-        };
-        for (name, log) in [("first", "one\n"), ("second", "two\n")] {
-            assert!(local.result(Tool::Check, name, "1.0.0").unwrap().is_some());
-            let raw = local.raw_path(Tool::Check, name, "1.0.0");
-            assert_eq!(std::fs::read_to_string(raw).unwrap(), log);
-        }
-        assert!(peek(&dir.path().join(".spool")).is_empty());
-        assert_eq!(*outbox.backlog().borrow(), Backlog::default());
     }
 }

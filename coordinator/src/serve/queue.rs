@@ -1,15 +1,17 @@
 //! The job queue and its leases: which crate runs where, and which result counts.
 //!
-//! Jobs are handed out one at a time, to one free slot each. A job is leased to (connection,
-//! slot, attempt); only a `JobDone` that matches the current lease finishes it, so a late answer
-//! from an earlier attempt is ignored and a result is published at most once. When a connection
-//! goes away its jobs go back to the *front* of the queue with the attempt raised. This module is
-//! pure bookkeeping (no I/O, no clocks but `Instant`), so the rules are unit-tested directly.
+//! Jobs are handed out one at a time, to one free slot each, and a slot holds at most one job: a
+//! slot that asks again while it holds one gets nothing. A job is leased to (connection, slot,
+//! attempt); only a `JobDone` that matches the current lease finishes it, so a late answer from
+//! an earlier attempt is ignored and a result is published at most once. When a connection goes
+//! away (its stream ended, or its agent fell silent past the lease timeout) its jobs go back to
+//! the *front* of the queue with the attempt raised. This module is pure bookkeeping (no I/O;
+//! the time is an argument), so the rules are unit-tested directly.
 
 use bytes::Bytes;
 use crater_proto::tool::Tool;
 use crater_proto::verdict::Verdict;
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -41,6 +43,8 @@ pub struct Lease {
     pub slot: u32,
     pub attempt: u32,
     pub since: Instant,
+    /// Log bytes received for this attempt so far.
+    pub log_bytes: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,6 +71,9 @@ pub struct Assignment {
     pub slot: u32,
     pub job: JobId,
     pub attempt: u32,
+    /// When the slot asked for work (its WantWork): the time it waited is the assignment's
+    /// time less this, which the `crater_assign_wait_seconds` metric observes.
+    pub asked: Instant,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -81,10 +88,12 @@ pub struct Counts {
 pub struct Queue {
     jobs: Vec<JobEntry>,
     pending: VecDeque<JobId>,
-    /// Free slots with no job yet, in the order they asked.
-    waiting: VecDeque<(ConnId, u32)>,
+    /// Free slots with no job yet, in the order they asked, with the time they (first) asked.
+    waiting: VecDeque<(ConnId, u32, Instant)>,
     /// Jobs in `Done`, so completion is O(1) after each of hundreds of thousands of jobs.
     done: usize,
+    /// The job each busy slot holds, so "one job a slot" is O(1) too.
+    busy: HashMap<(ConnId, u32), JobId>,
 }
 
 impl Queue {
@@ -103,13 +112,18 @@ impl Queue {
         self.jobs.get(id as usize)
     }
 
-    /// A slot is free. Returns its job, or remembers the slot until one is queued.
+    /// A slot is free. Returns its job, or remembers the slot until one is queued. A slot that
+    /// still holds a job gets nothing (one job a slot, whatever an agent asks).
     pub fn want_work(
         &mut self,
         conn: ConnId,
         slot: u32,
+        now: Instant,
         can_run: impl Fn(&JobSpec) -> bool,
     ) -> Option<Assignment> {
+        if self.busy.contains_key(&(conn, slot)) {
+            return None;
+        }
         let found = self
             .pending
             .iter()
@@ -117,18 +131,27 @@ impl Queue {
         match found {
             Some(pos) => {
                 let id = self.pending.remove(pos).expect("position is in range");
-                Some(self.lease(id, conn, slot))
+                Some(self.lease(id, conn, slot, now, now))
             }
             None => {
-                if !self.waiting.contains(&(conn, slot)) {
-                    self.waiting.push_back((conn, slot));
+                // A slot that asks again while parked keeps its place and its first ask's time.
+                if !self.waiting.iter().any(|&(c, s, _)| (c, s) == (conn, slot)) {
+                    self.waiting.push_back((conn, slot, now));
                 }
                 None
             }
         }
     }
 
-    fn lease(&mut self, id: JobId, conn: ConnId, slot: u32) -> Assignment {
+    /// Leases job `id` to `conn`'s `slot` at `now`; the slot asked for work at `asked`.
+    fn lease(
+        &mut self,
+        id: JobId,
+        conn: ConnId,
+        slot: u32,
+        asked: Instant,
+        now: Instant,
+    ) -> Assignment {
         let job = &mut self.jobs[id as usize];
         let attempt = job.attempt;
         job.attempt += 1;
@@ -136,24 +159,28 @@ impl Queue {
             conn,
             slot,
             attempt,
-            since: Instant::now(),
+            since: now,
+            log_bytes: 0,
         });
+        self.busy.insert((conn, slot), id);
         Assignment {
             conn,
             slot,
             job: id,
             attempt,
+            asked,
         }
     }
 
     /// Hands queued jobs to waiting slots (after jobs were requeued).
     pub fn assign_waiting(
         &mut self,
+        now: Instant,
         can_run: impl Fn(ConnId, &JobSpec) -> bool,
     ) -> Vec<Assignment> {
         let mut out = Vec::new();
         let mut still_waiting = VecDeque::new();
-        while let Some((conn, slot)) = self.waiting.pop_front() {
+        while let Some((conn, slot, asked)) = self.waiting.pop_front() {
             let found = self
                 .pending
                 .iter()
@@ -161,9 +188,9 @@ impl Queue {
             match found {
                 Some(pos) => {
                     let id = self.pending.remove(pos).expect("position is in range");
-                    out.push(self.lease(id, conn, slot));
+                    out.push(self.lease(id, conn, slot, asked, now));
                 }
-                None => still_waiting.push_back((conn, slot)),
+                None => still_waiting.push_back((conn, slot, asked)),
             }
         }
         self.waiting = still_waiting;
@@ -179,11 +206,24 @@ impl Queue {
     /// A `JobDone` arrived. True if it is the current lease's, which moves the job to
     /// `Finishing`; false for a stale or unknown one, which changes nothing.
     pub fn begin_finish(&mut self, job: JobId, conn: ConnId, attempt: u32) -> bool {
-        if !self.holds_lease(job, conn, attempt) {
-            return false;
-        }
+        let slot = match self.job(job).map(|j| &j.state) {
+            Some(JobState::Leased(l)) if l.conn == conn && l.attempt == attempt => l.slot,
+            _ => return false,
+        };
+        self.busy.remove(&(conn, slot));
         self.jobs[job as usize].state = JobState::Finishing;
         true
+    }
+
+    /// `bytes` more of the current lease's log arrived; its total so far.
+    pub fn logged(&mut self, job: JobId, bytes: u64) -> u64 {
+        match self.jobs.get_mut(job as usize).map(|j| &mut j.state) {
+            Some(JobState::Leased(lease)) => {
+                lease.log_bytes += bytes;
+                lease.log_bytes
+            }
+            _ => 0,
+        }
     }
 
     /// The job's result is stored (or, for `Verdict::Error` from a failed store, given up on).
@@ -196,10 +236,24 @@ impl Queue {
         }
     }
 
+    /// The lease holder gave `job` back without a result: it goes back to the front of the
+    /// queue (the next lease gets the next attempt). False when `conn` did not hold that lease.
+    pub fn release(&mut self, job: JobId, conn: ConnId, attempt: u32) -> bool {
+        let slot = match self.job(job).map(|j| &j.state) {
+            Some(JobState::Leased(l)) if l.conn == conn && l.attempt == attempt => l.slot,
+            _ => return false,
+        };
+        self.busy.remove(&(conn, slot));
+        self.jobs[job as usize].state = JobState::Queued;
+        self.pending.push_front(job);
+        true
+    }
+
     /// A connection is gone: its leased jobs go back to the front of the queue (in their order),
     /// and its waiting slots are forgotten. Returns the requeued jobs.
     pub fn drop_connection(&mut self, conn: ConnId) -> Vec<JobId> {
-        self.waiting.retain(|&(c, _)| c != conn);
+        self.waiting.retain(|&(c, _, _)| c != conn);
+        self.busy.retain(|&(c, _), _| c != conn);
         let mut requeued: Vec<JobId> = self
             .jobs
             .iter()
@@ -266,16 +320,24 @@ mod tests {
         true
     }
 
+    fn now() -> Instant {
+        Instant::now()
+    }
+
     #[test]
     fn hands_out_one_job_per_free_slot_in_order() {
         let mut q = Queue::default();
         let a = q.push(spec("a"));
         let b = q.push(spec("b"));
-        let first = q.want_work(1, 0, any).unwrap();
-        let second = q.want_work(1, 1, any).unwrap();
+        let first = q.want_work(1, 0, now(), any).unwrap();
+        let second = q.want_work(1, 1, now(), any).unwrap();
         assert_eq!((first.job, first.slot, first.attempt), (a, 0, 1));
         assert_eq!((second.job, second.slot), (b, 1));
-        assert_eq!(q.want_work(2, 0, any), None, "nothing left: the slot waits");
+        assert_eq!(
+            q.want_work(2, 0, now(), any),
+            None,
+            "nothing left: the slot waits"
+        );
         assert_eq!(
             q.counts(),
             Counts {
@@ -291,7 +353,7 @@ mod tests {
     fn only_the_current_lease_finishes_a_job_and_only_once() {
         let mut q = Queue::default();
         let a = q.push(spec("a"));
-        let lease = q.want_work(1, 0, any).unwrap();
+        let lease = q.want_work(1, 0, now(), any).unwrap();
         assert!(!q.begin_finish(a, 2, lease.attempt), "another connection");
         assert!(!q.begin_finish(a, 1, lease.attempt + 1), "another attempt");
         assert!(q.begin_finish(a, 1, lease.attempt));
@@ -308,15 +370,15 @@ mod tests {
         let a = q.push(spec("a"));
         let b = q.push(spec("b"));
         let c = q.push(spec("c"));
-        q.want_work(1, 0, any).unwrap(); // a on conn 1
-        q.want_work(2, 0, any).unwrap(); // b on conn 2
-        q.want_work(1, 1, any).unwrap(); // c on conn 1
+        q.want_work(1, 0, now(), any).unwrap(); // a on conn 1
+        q.want_work(2, 0, now(), any).unwrap(); // b on conn 2
+        q.want_work(1, 1, now(), any).unwrap(); // c on conn 1
         assert_eq!(q.drop_connection(1), vec![a, c]);
         // The late answer of the dead attempt is ignored.
         assert!(!q.begin_finish(a, 1, 1));
-        let again = q.want_work(2, 1, any).unwrap();
+        let again = q.want_work(2, 1, now(), any).unwrap();
         assert_eq!((again.job, again.attempt), (a, 2));
-        let next = q.want_work(3, 0, any).unwrap();
+        let next = q.want_work(3, 0, now(), any).unwrap();
         assert_eq!(next.job, c);
         assert!(q.holds_lease(b, 2, 1));
     }
@@ -325,21 +387,84 @@ mod tests {
     fn waiting_slots_get_requeued_jobs() {
         let mut q = Queue::default();
         let a = q.push(spec("a"));
-        q.want_work(1, 0, any).unwrap();
-        assert_eq!(q.want_work(2, 0, any), None);
-        assert_eq!(q.want_work(2, 0, any), None, "asking twice waits once");
-        q.drop_connection(1);
-        let handed = q.assign_waiting(|_, _| true);
+        q.want_work(1, 0, now(), any).unwrap();
+        assert_eq!(q.want_work(2, 0, now(), any), None);
         assert_eq!(
-            handed,
-            vec![Assignment {
-                conn: 2,
-                slot: 0,
-                job: a,
-                attempt: 2
-            }]
+            q.want_work(2, 0, now(), any),
+            None,
+            "asking twice waits once"
         );
-        assert!(q.assign_waiting(|_, _| true).is_empty());
+        q.drop_connection(1);
+        let handed = q.assign_waiting(now(), |_, _| true);
+        assert_eq!(
+            handed
+                .iter()
+                .map(|h| (h.conn, h.slot, h.job, h.attempt))
+                .collect::<Vec<_>>(),
+            vec![(2, 0, a, 2)]
+        );
+        assert!(q.assign_waiting(now(), |_, _| true).is_empty());
+    }
+
+    #[test]
+    fn an_assignment_says_when_its_slot_first_asked() {
+        let start = now();
+        let at = |secs| start + std::time::Duration::from_secs(secs);
+        let mut q = Queue::default();
+        let a = q.push(spec("a"));
+        let b = q.push(spec("b"));
+        assert_eq!(
+            q.want_work(1, 0, at(0), any).unwrap().asked,
+            at(0),
+            "at once"
+        );
+        q.want_work(2, 0, at(1), any).unwrap();
+        assert_eq!(q.want_work(3, 0, at(2), any), None);
+        assert_eq!(q.want_work(3, 0, at(7), any), None, "asking again");
+        assert!(q.release(a, 1, 1));
+        let handed = q.assign_waiting(at(32), |_, _| true);
+        assert_eq!((handed[0].job, handed[0].asked), (a, at(2)));
+        assert!(q.holds_lease(b, 2, 1));
+    }
+
+    #[test]
+    fn a_released_job_goes_first_to_the_next_slot_with_a_new_attempt() {
+        let mut q = Queue::default();
+        let a = q.push(spec("a"));
+        let b = q.push(spec("b"));
+        let lease = q.want_work(1, 0, now(), any).unwrap();
+        assert!(!q.release(a, 2, lease.attempt), "not the holder");
+        assert!(q.release(a, 1, lease.attempt));
+        assert!(!q.release(a, 1, lease.attempt), "once");
+        let again = q.want_work(2, 0, now(), any).unwrap();
+        assert_eq!((again.job, again.attempt), (a, 2), "before b");
+        assert!(
+            !q.begin_finish(a, 1, 1),
+            "the released attempt cannot finish it"
+        );
+        assert_eq!(
+            q.want_work(1, 0, now(), any).unwrap().job,
+            b,
+            "the slot is free"
+        );
+    }
+
+    #[test]
+    fn a_slot_holds_one_job_however_often_it_asks() {
+        let mut q = Queue::default();
+        for name in ["a", "b", "c"] {
+            q.push(spec(name));
+        }
+        let first = q.want_work(1, 0, now(), any).unwrap();
+        for _ in 0..600 {
+            assert_eq!(q.want_work(1, 0, now(), any), None);
+        }
+        assert_eq!(q.counts().running, 1, "600 asks, one lease");
+        assert!(q.begin_finish(first.job, 1, first.attempt));
+        assert!(
+            q.want_work(1, 0, now(), any).is_some(),
+            "free again once done"
+        );
     }
 
     #[test]
@@ -350,8 +475,8 @@ mod tests {
         let t = q.push(test_job);
         let c = q.push(spec("c"));
         let only_check = |s: &JobSpec| s.tool == Tool::Check;
-        assert_eq!(q.want_work(1, 0, only_check).unwrap().job, c);
-        assert_eq!(q.want_work(1, 1, only_check), None);
-        assert_eq!(q.want_work(2, 0, any).unwrap().job, t);
+        assert_eq!(q.want_work(1, 0, now(), only_check).unwrap().job, c);
+        assert_eq!(q.want_work(1, 1, now(), only_check), None);
+        assert_eq!(q.want_work(2, 0, now(), any).unwrap().job, t);
     }
 }

@@ -62,7 +62,7 @@ enum FetchFailure {
 impl Index {
     pub fn new(base_url: impl Into<String>) -> anyhow::Result<Index> {
         Ok(Index {
-            client: crater_agent::fetch::http_client(Duration::from_secs(60))?,
+            client: http_client()?,
             base_url: base_url.into(),
         })
     }
@@ -119,6 +119,16 @@ impl Index {
             .map_err(|e| FetchFailure::Transient(format!("{url}: {e}")))?;
         parse_index_file(&body).map_err(|e| FetchFailure::Final(format!("{url}: {e}")))
     }
+}
+
+/// The client for index requests. It names itself, as crates.io asks of automated clients, and
+/// gives up on a request after a minute (an index file is small), leaving the rest to retries.
+fn http_client() -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .user_agent(concat!("crater-at-home/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(Duration::from_secs(30))
+        .timeout(Duration::from_secs(60))
+        .build()
 }
 
 /// The index file's path: `1/a`, `2/ab`, `3/a/abc`, `ab/cd/abcd…`, lowercased.

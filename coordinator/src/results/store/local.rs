@@ -4,10 +4,11 @@
 //! JSON are written beside their final name and renamed), so a reader never sees half a file,
 //! and publishing the same outbox entry again after a crash finishes the job.
 
-use super::{ResultRecord, html_key, raw_key, result_key};
-use crate::diagnose::REPORT_MARKERS;
-use crate::outbox::Entry;
-use crate::render;
+use super::{html_key, raw_key, result_key};
+use crate::results::diagnose::REPORT_MARKERS;
+use crate::results::outbox::Entry;
+use crate::results::record::ResultRecord;
+use crate::results::{render, verdict};
 use anyhow::{Context, Result};
 use crater_proto::tool::Tool;
 use std::path::{Path, PathBuf};
@@ -92,7 +93,7 @@ pub fn render_page(
         "{} {} — {tool}: {}",
         record.name, record.version, record.status
     );
-    let has_reports = (record.causes.iter()).any(|c| c.detector != crate::verdict::LIMIT_DETECTOR);
+    let has_reports = (record.causes.iter()).any(|c| c.detector != verdict::LIMIT_DETECTOR);
     let markers: &[&str] = if !has_reports { &[] } else { REPORT_MARKERS };
     render::render_html_marked(&title, log, out, markers)?;
     Ok(())
@@ -130,8 +131,8 @@ use std::io::Write as _;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::outbox::Outbox;
-    use crate::store::sample_record;
+    use crate::results::outbox::Outbox;
+    use crate::results::record::sample_record;
 
     #[test]
     fn publish_writes_the_seed_layout_with_the_verdict_last_and_can_be_repeated() {

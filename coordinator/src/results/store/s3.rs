@@ -6,13 +6,15 @@
 //! wrong credentials or a missing bucket stop the run with a clear message instead of failing
 //! every upload later. Logs above [`MULTIPART_THRESHOLD`] go up as multipart uploads streamed
 //! part by part from the spool file, never whole in memory. Errors are classified for the
-//! outbox, which retries: throttling, 5xx, timeouts and connection errors are transient.
+//! uploader ([`uploads`](crate::results::uploads)), which retries: throttling, 5xx, timeouts and
+//! connection errors are transient.
 
 use super::{
     Existing, FinishedIndex, HTML_CONTENT_TYPE, JSON_CONTENT_TYPE, PublishError, RAW_CONTENT_TYPE,
-    ResultRecord, html_key, parse_result_key, raw_key, result_key,
+    html_key, parse_result_key, raw_key, result_key,
 };
-use crate::outbox::Entry;
+use crate::results::outbox::Entry;
+use crate::results::record::ResultRecord;
 use anyhow::{Context, Result, anyhow, bail};
 use aws_config::meta::region::RegionProviderChain;
 use aws_config::timeout::TimeoutConfig;

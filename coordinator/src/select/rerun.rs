@@ -5,7 +5,7 @@
 //! As in the seed, a result younger than `--max-age` days counts as finished; `--rerun` runs
 //! everything; `--retry-failed` runs only crates whose last verdict is a failure.
 
-use crate::store::Existing;
+use crate::results::store::Existing;
 use anyhow::{Context, Result};
 use std::collections::HashSet;
 use std::path::Path;
@@ -94,13 +94,14 @@ mod tests {
         let text = at
             .format(&time::format_description::well_known::Rfc3339)
             .unwrap();
-        let mut r: crate::store::ResultRecord = serde_json::from_value(serde_json::json!({
-            "crate": "c", "version": "1.0.0", "tool": "check", "target": "t", "status": "pass",
-            "source": "crates.io", "exit_code": 0, "timed_out": false, "duration_ms": 1,
-            "peak_memory_bytes": 0, "started_at": text, "finished_at": text, "attempt": 1,
-            "tries": 1, "agent": "a", "slot": 0, "log_bytes": 0, "log_sha256": ""
-        }))
-        .unwrap();
+        let mut r: crate::results::record::ResultRecord =
+            serde_json::from_value(serde_json::json!({
+                "crate": "c", "version": "1.0.0", "tool": "check", "target": "t", "status": "pass",
+                "source": "crates.io", "exit_code": 0, "timed_out": false, "duration_ms": 1,
+                "peak_memory_bytes": 0, "started_at": text, "finished_at": text, "attempt": 1,
+                "tries": 1, "agent": "a", "slot": 0, "log_bytes": 0, "log_sha256": ""
+            }))
+            .unwrap();
         r.status = status;
         Existing::from(&r)
     }

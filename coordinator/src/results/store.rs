@@ -4,19 +4,18 @@
 //! Keys are the seed's (see ARCHITECTURE.md): `{tool}/raw/{name}/{version}`,
 //! `{tool}/logs/{name}/{version}`, `{tool}/results/{name}/{version}.json`. Both stores write the
 //! JSON last, so a crate with a verdict always has its log, and a crash mid-publish leaves no
-//! verdict. Results reach a store only through the [`crate::outbox`], which keeps each one on
-//! disk until the store has all of it; that is what makes an unreachable bucket or a killed
-//! coordinator lose nothing.
+//! verdict. Results reach a store only through the [`outbox`](super::outbox), which keeps each one
+//! on disk until the store has all of it (the [`uploads`](super::uploads) move them over); that
+//! is what makes an unreachable bucket or a killed coordinator lose nothing.
 
 pub mod local;
 pub mod s3;
 
-use crate::diagnose::Cause;
-use crate::outbox::Entry;
+use crate::results::outbox::Entry;
+use crate::results::record::ResultRecord;
 use anyhow::Result;
 use crater_proto::tool::Tool;
 use crater_proto::verdict::Verdict;
-use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use time::OffsetDateTime;
 
@@ -46,96 +45,6 @@ pub fn parse_result_key(relative: &str) -> Option<(String, String)> {
     let version = file.strip_suffix(".json")?;
     (!name.is_empty() && !version.is_empty() && !version.contains('/'))
         .then(|| (name.to_owned(), version.to_owned()))
-}
-
-/// Everything known about one finished run of a crate: the JSON verdict.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ResultRecord {
-    #[serde(rename = "crate")]
-    pub name: String,
-    pub version: String,
-    pub tool: String,
-    pub target: String,
-    pub status: Verdict,
-    /// `crates.io` or the local directory the crate came from.
-    pub source: String,
-    /// The step that failed (`prepare`, `build`, `test`), if one did.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub failed_step: Option<String>,
-    pub exit_code: i32,
-    pub timed_out: bool,
-    /// Which limit ended a timed-out job: `wall`, `idle` or `backstop`.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub timeout_kind: Option<String>,
-    /// The kernel OOM-killed one of the job's processes.
-    #[serde(default)]
-    pub oom: bool,
-    /// Bytes dropped from the middle of the log (`--max-log-bytes`).
-    #[serde(default)]
-    pub log_truncated_bytes: u64,
-    /// The UB reports found in the log (Miri, ASan, runtime checks), for `ub`; and the limit a
-    /// failed job ran into (`no-space`, detector `limit`).
-    #[serde(skip_serializing_if = "Vec::is_empty", default)]
-    pub causes: Vec<Cause>,
-    /// ASan warned that its reports may be false positives.
-    #[serde(skip_serializing_if = "std::ops::Not::not", default)]
-    pub probable_false_positive: bool,
-    /// Why the crate was not run, for `skipped`.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub skip_reason: Option<String>,
-    /// Why the harness (not the crate) failed, for `error`.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub harness_error: Option<String>,
-    pub duration_ms: u64,
-    pub peak_memory_bytes: u64,
-    /// RFC 3339.
-    pub started_at: String,
-    pub finished_at: String,
-    /// The coordinator's attempt (a job is re-leased when its agent is lost).
-    pub attempt: u32,
-    /// Containers the agent started for this attempt (a lost container is replaced).
-    pub tries: u32,
-    pub agent: String,
-    pub slot: u32,
-    pub log_bytes: u64,
-    pub log_sha256: String,
-}
-
-impl ResultRecord {
-    /// The verdict for a version that was not run (yanked or missing); its log is the reason.
-    pub fn skipped(tool: Tool, name: &str, version: &str, reason: &str, log_bytes: u64) -> Self {
-        let now = OffsetDateTime::now_utc()
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default();
-        ResultRecord {
-            name: name.to_owned(),
-            version: version.to_owned(),
-            tool: tool.to_string(),
-            target: String::new(),
-            status: Verdict::Skipped,
-            source: "crates.io".to_owned(),
-            failed_step: None,
-            exit_code: 0,
-            timed_out: false,
-            timeout_kind: None,
-            oom: false,
-            log_truncated_bytes: 0,
-            causes: Vec::new(),
-            probable_false_positive: false,
-            skip_reason: Some(reason.to_owned()),
-            harness_error: None,
-            duration_ms: 0,
-            peak_memory_bytes: 0,
-            started_at: now.clone(),
-            finished_at: now,
-            attempt: 0,
-            tries: 0,
-            agent: String::new(),
-            slot: 0,
-            log_bytes,
-            log_sha256: String::new(),
-        }
-    }
 }
 
 /// What the store knows of a crate's last result without necessarily reading it: a bucket
@@ -245,39 +154,6 @@ impl Store {
             }
             Store::S3(store) => store.finished(tool, wanted, need_status).await,
         }
-    }
-}
-
-/// A plausible record, for tests.
-#[cfg(test)]
-pub(crate) fn sample_record(name: &str, version: &str) -> ResultRecord {
-    ResultRecord {
-        name: name.into(),
-        version: version.into(),
-        tool: "check".into(),
-        target: "x86_64-unknown-linux-gnu".into(),
-        status: Verdict::BuildFail,
-        source: "crates.io".into(),
-        failed_step: Some("build".into()),
-        exit_code: 101,
-        timed_out: false,
-        timeout_kind: None,
-        oom: false,
-        log_truncated_bytes: 0,
-        causes: Vec::new(),
-        probable_false_positive: false,
-        skip_reason: None,
-        harness_error: None,
-        duration_ms: 1234,
-        peak_memory_bytes: 0,
-        started_at: "2026-11-23T10:00:00Z".into(),
-        finished_at: "2026-11-23T10:00:01Z".into(),
-        attempt: 1,
-        tries: 1,
-        agent: "host".into(),
-        slot: 0,
-        log_bytes: 11,
-        log_sha256: String::new(),
     }
 }
 

@@ -3,7 +3,7 @@
 //! The agent says what happened (which step failed, exit status, limits hit, harness trouble);
 //! only the coordinator decides what that means, so every agent's results are judged alike.
 
-use crate::diagnose::{Cause, Diagnosis};
+use crate::results::diagnose::{Cause, Diagnosis};
 use crater_proto::pb;
 use crater_proto::verdict::Verdict;
 
@@ -50,7 +50,7 @@ pub fn decide(done: &pb::JobDone, diagnosis: &Diagnosis) -> Verdict {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::diagnose::Cause;
+    use crate::results::diagnose::Cause;
 
     fn decide(done: &pb::JobDone) -> Verdict {
         super::decide(done, &Diagnosis::default())
