@@ -152,7 +152,7 @@ pub struct ServeArgs {
     #[arg(long, default_value = "127.0.0.1:7878")]
     pub listen: std::net::SocketAddr,
     #[command(flatten)]
-    pub fleet: FleetArgs,
+    pub fleet: crate::serve::auth::FleetArgs,
     /// Serve Prometheus metrics at http://ADDR/metrics (https with --tls-cert). A scrape needs
     /// `authorization: Bearer <status token>` when --status-token-file is given; any address
     /// but loopback needs --tls-cert, --tls-key and --status-token-file.
@@ -166,25 +166,6 @@ pub struct ServeArgs {
     /// the old lease is discarded.
     #[arg(long, default_value = "45s", value_parser = parse_duration)]
     pub lease_timeout: Duration,
-}
-
-/// How `serve` is reached from other machines (`crater-at-home tls init` makes the files).
-#[derive(Args, Debug, Clone, Default)]
-pub struct FleetArgs {
-    /// Serve TLS with this certificate (PEM, the chain after it if any): `server.pem`.
-    #[arg(long, value_name = "PATH", requires = "tls_key")]
-    pub tls_cert: Option<PathBuf>,
-    /// The TLS certificate's private key (PEM): `server-key.pem`.
-    #[arg(long, value_name = "PATH", requires = "tls_cert")]
-    pub tls_key: Option<PathBuf>,
-    /// Agents must send one of the tokens in this file (one a line, `#` comments; several for
-    /// rotation) to take work.
-    #[arg(long, value_name = "PATH")]
-    pub agent_token_file: Option<PathBuf>,
-    /// `status` must send one of the tokens in this file. Off loopback, without it `status` is
-    /// refused to everyone; agent tokens never admit it.
-    #[arg(long, value_name = "PATH")]
-    pub status_token_file: Option<PathBuf>,
 }
 
 #[derive(Args, Debug, Clone)]

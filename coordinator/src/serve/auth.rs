@@ -10,19 +10,37 @@
 //! loopback address, anywhere else it refuses to start and names what is missing. `run`'s
 //! embedded server listens on loopback for its own agent and is [`Security::loopback`].
 
-use crate::cli::FleetArgs;
 use anyhow::{Context, Result, bail};
 use crater_proto::auth::{AUTHORIZATION, Gate, TokenKind, read_token_file};
 use crater_proto::client::chain;
 use crater_proto::pb::coordinator_server::SERVICE_NAME;
 use futures::future::{Either, Ready, ready};
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 use tonic::codegen::http;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 use tower::layer::util::{Identity as NoLayer, Stack};
+
+/// How `serve` is reached from other machines (`crater-at-home tls init` makes the files).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct FleetArgs {
+    /// Serve TLS with this certificate (PEM, the chain after it if any): `server.pem`.
+    #[arg(long, value_name = "PATH", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The TLS certificate's private key (PEM): `server-key.pem`.
+    #[arg(long, value_name = "PATH", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Agents must send one of the tokens in this file (one a line, `#` comments; several for
+    /// rotation) to take work.
+    #[arg(long, value_name = "PATH")]
+    pub agent_token_file: Option<PathBuf>,
+    /// `status` must send one of the tokens in this file. Off loopback, without it `status` is
+    /// refused to everyone; agent tokens never admit it.
+    #[arg(long, value_name = "PATH")]
+    pub status_token_file: Option<PathBuf>,
+}
 
 /// Which calls need which token. Cheap to clone.
 #[derive(Clone, Debug)]

@@ -14,7 +14,7 @@
 //! connection has a task, a TLS handshake and a request's headers have a time limit, and there
 //! are at most [`MAX_CONNECTIONS`] at once.
 
-use crate::cli::FleetArgs;
+use crate::serve::auth::FleetArgs;
 use anyhow::{Context, Result, anyhow, bail};
 use axum::Router;
 use axum::extract::State;
