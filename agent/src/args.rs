@@ -39,9 +39,10 @@ pub struct SlotArgs {
     /// Process limit of each container.
     #[arg(long, default_value_t = 4096)]
     pub pids_limit: i64,
-    /// Disk of each container for /build and cargo's home, in GiB: a filesystem of its own
-    /// (loop-mounted, so the agent needs root). A crate that fills it fails with a `no-space`
-    /// cause and the host keeps its free space. 0: no bound (a crate can fill the host's disk).
+    /// Disk of each container for /build (and cargo's home, offline), in GiB: a filesystem of
+    /// its own (loop-mounted, so the agent needs root). A crate that fills it fails with a
+    /// `no-space` cause and the host keeps its free space. 0: no bound (a crate can fill the
+    /// host's disk).
     #[arg(long, default_value_t = 20)]
     pub disk_gb: u64,
     /// Where the slots' filesystems live (sparse files: they take only what crates write).

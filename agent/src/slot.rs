@@ -213,6 +213,10 @@ impl Slot {
         let backstop = job.timeout * 4 + Duration::from_secs(120);
         let exchange = self.exchange(&nonce, job, prepared, log);
         let result = tokio::time::timeout(backstop, exchange).await;
+        if let Some(disk) = &self.disk {
+            // The worker emptied /build and cargo's home: their blocks go back to the host.
+            disk.trim().await;
+        }
         match result {
             Ok(Ok(end)) => Ok(end),
             Ok(Err(e)) => {
@@ -406,21 +410,21 @@ fn container_body(
     ]);
     let mut volumes = Vec::new();
     match disk {
-        Some(disk) => {
-            binds.push(format!("{}:/build", disk.build_dir().display()));
-            binds.push(format!("{}:/cargo", disk.cargo_dir().display()));
-        }
-        None => {
-            volumes.push("/build".to_owned());
-            if config.network {
-                tmpfs.insert(
-                    "/cargo".to_owned(),
-                    "rw,exec,nosuid,nodev,mode=1777".to_owned(),
-                );
-            } else {
-                // Shared with the fetch container, which a tmpfs could not be.
-                volumes.push("/cargo".to_owned());
-            }
+        Some(disk) => binds.push(format!("{}:/build", disk.build_dir().display())),
+        None => volumes.push("/build".to_owned()),
+    }
+    if config.network {
+        // A tmpfs, as the seed: faster than the slot's disk for cargo's many small files, and
+        // bounded all the same (by the memory limit: tmpfs pages are the container's).
+        tmpfs.insert(
+            "/cargo".to_owned(),
+            "rw,exec,nosuid,nodev,mode=1777".to_owned(),
+        );
+    } else {
+        // Shared with the fetch container, which a tmpfs could not be.
+        match disk {
+            Some(disk) => binds.push(format!("{}:/cargo", disk.cargo_dir().display())),
+            None => volumes.push("/cargo".to_owned()),
         }
     }
     let mut env = vec![format!("CRATER_SLOT={index}")];
