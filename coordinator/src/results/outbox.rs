@@ -296,11 +296,12 @@ pub fn peek(spool: &Path) -> Vec<Entry> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::results::record::sample_record;
 
-    fn commit(outbox: &Outbox, name: &str, log: &str) {
+    /// Commits a `check` result of `name` 1.0.0 with `log` (also used by the uploader's tests).
+    pub(crate) fn commit(outbox: &Outbox, name: &str, log: &str) {
         let path = outbox.spool_dir().join(format!("{name}.log"));
         std::fs::write(&path, log).unwrap();
         outbox

@@ -146,17 +146,9 @@ fn backoff() -> impl Iterator<Item = Duration> {
 mod tests {
     use super::*;
     use crate::results::outbox::Backlog;
-    use crate::results::record::sample_record;
+    use crate::results::outbox::tests::commit;
     use crate::results::store::LocalStore;
     use crater_proto::tool::Tool;
-
-    fn commit(outbox: &Outbox, name: &str, log: &str) {
-        let path = outbox.spool_dir().join(format!("{name}.log"));
-        std::fs::write(&path, log).unwrap();
-        outbox
-            .commit(Tool::Check, &sample_record(name, "1.0.0"), &path)
-            .unwrap();
-    }
 
     #[tokio::test]
     async fn the_uploader_stores_everything_and_empties_the_outbox() {

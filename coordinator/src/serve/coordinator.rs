@@ -88,18 +88,14 @@ impl Coordinator {
     }
 
     /// Once a second, takes the jobs of agents silent past the lease timeout and hands them to
-    /// parked slots. Ends with the last handle.
+    /// parked slots. Runs as long as the coordinator.
     async fn expire_silent_agents(self) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let weak = Arc::downgrade(&self.inner);
-        drop(self);
         loop {
             tick.tick().await;
-            let Some(inner) = weak.upgrade() else { return };
-            let this = Coordinator { inner };
-            let full = this.inner.outbox.over_bound();
-            let (expired, sends) = this.state().expire(Instant::now(), full);
+            let full = self.inner.outbox.over_bound();
+            let (expired, sends) = self.state().expire(Instant::now(), full);
             for e in &expired {
                 tracing::warn!(
                     agent = %e.agent,
@@ -110,6 +106,12 @@ impl Coordinator {
             }
             send_all(sends).await;
         }
+    }
+
+    /// A result from an agent whose leases expired: discarded, and counted.
+    pub(super) fn late_result(&self, job: JobId) {
+        tracing::warn!(job, "discarding a result from an expired lease");
+        self.state().discard_late_result();
     }
 
     /// Any message from `conn` renews its leases; false when its leases already expired.

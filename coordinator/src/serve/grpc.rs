@@ -46,6 +46,9 @@ impl Coordinator {
                 }
             };
             if !self.heard(conn) {
+                if let Some(AgentMsg::JobDone(done)) = &message.msg {
+                    self.late_result(done.job_id);
+                }
                 tracing::warn!(
                     conn,
                     "a message from an agent whose leases expired: closing"
