@@ -631,6 +631,11 @@ mod tests {
         }
         file.sync_all().unwrap();
         drop(file);
+        // The loop device writes to the image behind the filesystem's back: give it a moment.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while allocated(&image) < empty + 38 * MIB && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         let written = allocated(&image);
         std::fs::remove_file(&big).unwrap();
         std::fs::File::open(disk.build_dir())

@@ -16,14 +16,20 @@
 //! - [`slot`]: one pinned, locked-down container and the job protocol spoken over its stdin/stdout.
 //! - [`end_marker`]: finding a job's unforgeable end line in the container's output.
 //! - [`fetch`]: downloading a crate from crates.io and checking it against the index checksum.
-//! - [`session`]: the gRPC session with a coordinator: hello, one loop per slot, log streaming.
+//! - [`held`]: the jobs the agent holds, their logs on disk until the coordinator acknowledges them.
+//! - [`job_log`]: a job's log written to its held file, bounded against output bombs.
+//! - [`link`]: the `Work` stream to the coordinator, connected again for ever when lost.
+//! - [`session`]: the agent's run: its slots, one loop per slot, and the link.
 
 pub mod args;
 pub mod disk;
 pub mod docker;
 pub mod end_marker;
 pub mod fetch;
+pub mod held;
 pub mod image;
+pub mod job_log;
+pub mod link;
 pub mod netguard;
 pub mod probe;
 pub mod session;

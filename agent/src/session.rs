@@ -1,38 +1,33 @@
-//! An agent's session with its coordinator: one `Work` stream, one loop per slot.
+//! An agent's session with its coordinator: its slots set up, one loop per slot, and the
+//! [`link`](crate::link) that carries their work to and from the coordinator.
 //!
-//! Each slot loop asks for one job (`WantWork`), runs it, streams its log as `LogChunk`s and ends
-//! it with `JobDone`, then asks again. A container lost mid-job is replaced and the job run again
-//! in the new one, up to [`MAX_TRIES`] times, with a banner in the log saying so; after that the
-//! job ends as a harness error with all the log it produced. The agent stops when the
-//! coordinator drains it or `shutdown` fires, and removes its containers on the way out.
+//! Each slot loop waits for one job, runs it, writes its log into [`Held`] (a file per job, sent
+//! on by the link) and ends it with its `JobDone`, then waits again. A container lost mid-job is
+//! replaced and the job run again in the new one, up to [`MAX_TRIES`] times, with a banner in the
+//! log saying so; after that the job ends as a harness error with all the log it produced. The
+//! slots do not notice the coordinator coming and going. The agent stops when it is drained and
+//! every result is acknowledged, or when `shutdown` fires (running jobs are given back); it
+//! removes its containers on the way out.
 
 use crate::disk::{self, SlotDisk};
 use crate::fetch::{DEFAULT_DOWNLOAD_URL, Downloader};
+use crate::held::Held;
+use crate::job_log::JobLog;
+use crate::link;
 use crate::netguard::NetGuard;
 use crate::probe::{Capabilities, probe_tools};
-use crate::slot::{Job, JobError, LogSink, Slot, SlotConfig, allowed_cpus};
+use crate::slot::{Job, JobError, Slot, SlotConfig, allowed_cpus};
 use crate::toolchain::{Toolchain, ToolchainSource};
 use crate::{docker, image, netguard};
-use anyhow::{Result, bail};
-use backon::{ConstantBuilder, Retryable};
-use crater_proto::client;
-use crater_proto::pb::{
-    self, agent_message::Msg as AgentMsg, coordinator_message::Msg as CoordMsg,
-};
-use sha2::{Digest, Sha256};
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use anyhow::{Context, Result};
+use crater_proto::pb;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
 /// How many times a job is started before a lost container makes it a harness error.
 pub const MAX_TRIES: u32 = 3;
-
-/// How much of the end of a log is kept when it passes its size limit.
-pub const LOG_TAIL_BYTES: usize = 64 * 1024;
 
 /// The idle limit when the coordinator sets none.
 const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
@@ -247,9 +242,8 @@ async fn session(
     slots: &mut [Slot],
     shutdown: CancellationToken,
 ) -> Result<()> {
-    let mut client = connect(config).await?;
-    let (tx, rx) = mpsc::channel::<pb::AgentMessage>(256);
-    tx.send(msg(AgentMsg::Hello(pb::Hello {
+    let held = Arc::new(Held::new().context("making a directory for the jobs' logs")?);
+    let hello = pb::Hello {
         agent_name: config.name.clone(),
         protocol_version: crater_proto::PROTOCOL_VERSION,
         agent_version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -257,217 +251,125 @@ async fn session(
         memory_per_slot_bytes: config.memory_bytes,
         tools: tools.to_vec(),
         targets: vec![toolchain.host_target.clone()],
-    })))
-    .await?;
-    let mut inbound = client
-        .work(ReceiverStream::new(rx))
-        .await
-        .map_err(|s| anyhow::anyhow!("the coordinator refused this agent: {}", s.message()))?
-        .into_inner();
-    let heartbeat_every = match inbound.message().await {
-        Ok(Some(pb::CoordinatorMessage {
-            msg: Some(CoordMsg::Welcome(welcome)),
-        })) => Duration::from_secs(welcome.heartbeat_interval_secs.max(1).into()),
-        Ok(other) => bail!("the coordinator answered hello with {other:?}"),
-        Err(s) => bail!("the coordinator refused this agent: {}", s.message()),
+        // The same for this process's life, so a coordinator knows it when it comes back.
+        agent_id: hex::encode(rand::random::<[u8; 16]>()),
+        held: Vec::new(),
     };
-    tracing::info!(coordinator = %config.coordinator, slots = slots.len(), "connected");
+    tracing::info!(coordinator = %config.coordinator, slots = slots.len(), "agent ready");
 
     let stop = shutdown.child_token();
-    let running = Arc::new(Mutex::new(BTreeSet::new()));
     let downloader = Downloader::new(config.download_url.clone())?;
-    let mut assign_txs = HashMap::new();
-    let mut slot_loops = Vec::new();
-    for slot in slots.iter_mut() {
-        let (assign_tx, assign_rx) = mpsc::channel(1);
-        assign_txs.insert(slot.index, assign_tx);
-        let ctx = SlotContext {
-            tx: tx.clone(),
-            downloader: downloader.clone(),
-            running: running.clone(),
-            stop: stop.clone(),
-            draining: config.drain.clone(),
-            host_target: toolchain.host_target.clone(),
+    let ctx = SlotContext {
+        held: held.clone(),
+        downloader,
+        stop: stop.clone(),
+        host_target: toolchain.host_target.clone(),
+    };
+    let slot_loops = futures::future::join_all(slots.iter_mut().map(|slot| {
+        held.slot_started();
+        slot_loop(slot, &ctx)
+    }));
+    let linked = async {
+        let address = link::Address {
+            url: &config.coordinator,
+            ca: config.coordinator_ca.as_deref(),
+            token: config.coordinator_token.as_ref(),
         };
-        slot_loops.push(slot_loop(slot, assign_rx, ctx));
-    }
-
-    let router = async {
-        let mut drained = false;
-        loop {
-            let message = tokio::select! {
-                m = inbound.message() => m,
-                () = stop.cancelled() => return Ok(()),
-                () = config.drain.cancelled(), if !drained => {
-                    tracing::info!("draining: finishing running jobs, taking no new ones");
-                    drained = true;
-                    assign_txs.clear(); // slot loops end when their job is done
-                    continue;
-                }
-            };
-            match message {
-                Ok(Some(pb::CoordinatorMessage { msg: Some(m) })) => match m {
-                    CoordMsg::Assign(assign) => match assign_txs.get(&assign.slot) {
-                        Some(slot_tx) => slot_tx.send(assign).await?,
-                        // Draining (or a slot we do not have): give it back at once.
-                        None => {
-                            let release = pb::Release {
-                                job_id: assign.job_id,
-                                attempt: assign.attempt,
-                            };
-                            tx.send(msg(AgentMsg::Release(release))).await?;
-                        }
-                    },
-                    CoordMsg::Drain(_) => {
-                        tracing::info!("drained by the coordinator: finishing running jobs");
-                        assign_txs.clear(); // slot loops end when their job is done
-                    }
-                    CoordMsg::Cancel(c) => {
-                        tracing::warn!(job = c.job_id, "cancel is not supported yet")
-                    }
-                    CoordMsg::Welcome(_) => {}
-                },
-                Ok(Some(_)) => {}
-                Ok(None) => {
-                    if assign_txs.is_empty() {
-                        return Ok(());
-                    }
-                    stop.cancel();
-                    bail!("the coordinator closed the connection");
-                }
-                Err(status) => {
-                    stop.cancel();
-                    bail!("lost the coordinator: {}", status.message());
-                }
-            }
-        }
+        let linked = link::run(address, &held, &hello, &stop).await;
+        // A refusal, or the end: either way the slots stop (giving back what runs).
+        stop.cancel();
+        linked
     };
-    let heartbeats = async {
-        let mut tick = tokio::time::interval(heartbeat_every);
-        loop {
-            tick.tick().await;
-            let ids = running.lock().unwrap().iter().copied().collect();
-            let beat = msg(AgentMsg::Heartbeat(pb::Heartbeat {
-                running_job_ids: ids,
-            }));
-            if tx.send(beat).await.is_err() {
-                break;
-            }
-        }
-    };
-    let routed = {
-        let slots_done = futures::future::join_all(slot_loops);
-        tokio::pin!(router, slots_done);
+    let drain = async {
         tokio::select! {
-            _ = &mut slots_done => Ok(()),
-            r = &mut router => {
-                // Drained: let the running jobs finish. Otherwise they were stopped.
-                slots_done.await;
-                r
+            () = config.drain.cancelled() => {
+                tracing::info!("draining: finishing running jobs, taking no new ones");
+                held.drain();
             }
-            () = heartbeats => Ok(()),
+            () = stop.cancelled() => {}
         }
     };
-    // Hang up politely: end our side of the stream and let the coordinator read what is still
-    // on its way (the last JobDone, Releases) and close its side. Dropping the stream instead
-    // would reset it and lose them.
-    drop(tx);
-    let closed = async { while let Ok(Some(_)) = inbound.message().await {} };
-    if tokio::time::timeout(Duration::from_secs(10), closed)
-        .await
-        .is_err()
-    {
-        tracing::warn!("the coordinator did not close the stream within 10 s");
-    }
-    routed
-}
-
-async fn connect(config: &AgentConfig) -> Result<crater_proto::client::Client> {
-    let url = &config.coordinator;
-    let token = config.coordinator_token.as_ref();
-    let endpoint = client::endpoint(url, config.coordinator_ca.as_deref(), token)?
-        .connect_timeout(Duration::from_secs(10))
-        // A coordinator that vanished (a partition, a dead host) is noticed in seconds.
-        .http2_keep_alive_interval(Duration::from_secs(10))
-        .keep_alive_timeout(Duration::from_secs(20))
-        .keep_alive_while_idle(true);
-    // A coordinator that is not up yet is worth waiting for; a TLS refusal (its certificate,
-    // our CA) is not.
-    let channel = (|| endpoint.connect())
-        .retry(
-            ConstantBuilder::default()
-                .with_delay(Duration::from_millis(500))
-                .with_max_times(20),
-        )
-        .when(|e| !client::is_tls_failure(e))
-        .notify(|e, _| tracing::debug!("coordinator not reachable yet: {}", client::chain(e)))
-        .await
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "cannot reach the coordinator at {url}: {}",
-                client::chain(&e)
-            )
-        })?;
-    Ok(client::client(channel, token))
+    let (linked, _, ()) = tokio::join!(linked, slot_loops, drain);
+    linked
 }
 
 struct SlotContext {
-    /// Drained: ask for no more work.
-    draining: CancellationToken,
-    tx: mpsc::Sender<pb::AgentMessage>,
+    held: Arc<Held>,
     downloader: Downloader,
-    running: Arc<Mutex<BTreeSet<u64>>>,
     stop: CancellationToken,
     host_target: String,
 }
 
-async fn slot_loop(slot: &mut Slot, mut assigns: mpsc::Receiver<pb::Assign>, ctx: SlotContext) {
+/// How a slot's job ended.
+enum Outcome {
+    Done(pb::JobDone),
+    /// The coordinator took it away.
+    Dropped,
+    /// The agent is stopping.
+    Stopped,
+}
+
+async fn slot_loop(slot: &mut Slot, ctx: &SlotContext) {
     loop {
-        if ctx.draining.is_cancelled() {
-            return;
-        }
-        let want = msg(AgentMsg::WantWork(pb::WantWork { slot: slot.index }));
-        if ctx.tx.send(want).await.is_err() {
-            return;
-        }
-        let assign = tokio::select! {
-            a = assigns.recv() => match a {
-                Some(a) => a,
-                None => return, // drained
-            },
-            () = ctx.stop.cancelled() => return,
+        let Some(next) = ctx.held.want_work(slot.index) else {
+            break; // drained
         };
-        ctx.running.lock().unwrap().insert(assign.job_id);
-        let (job_id, attempt) = (assign.job_id, assign.attempt);
-        tokio::select! {
-            done = run_assigned(slot, assign, &ctx) => {
-                if ctx.tx.send(msg(AgentMsg::JobDone(done))).await.is_err() {
-                    return;
-                }
+        let assign = tokio::select! {
+            a = next => match a {
+                Ok(a) => a,
+                Err(_) => break, // drained
+            },
+            () = ctx.stop.cancelled() => break,
+        };
+        let file = match ctx.held.start(&assign) {
+            Ok(file) => file,
+            Err(e) => {
+                tracing::error!(
+                    job = assign.job_id,
+                    "cannot keep the job's log on this machine ({e}): giving it back"
+                );
+                ctx.held.give_back(assign.job_id, assign.attempt);
+                tokio::time::sleep(Duration::from_secs(10)).await;
+                continue;
             }
-            () = ctx.stop.cancelled() => {
+        };
+        let (id, dropped) = (file.id, file.dropped.clone());
+        let max_log_bytes = assign.limits.unwrap_or_default().max_log_bytes;
+        let log = JobLog::new(ctx.held.clone(), file, max_log_bytes);
+        let outcome = tokio::select! {
+            done = run_assigned(slot, assign, ctx, log) => Outcome::Done(done),
+            () = dropped.cancelled() => Outcome::Dropped,
+            () = ctx.stop.cancelled() => Outcome::Stopped,
+        };
+        match outcome {
+            Outcome::Done(done) => ctx.held.finish(id, done),
+            Outcome::Dropped => {
+                tracing::info!(
+                    slot = slot.index,
+                    "the coordinator took the job away: stopping it"
+                );
+                slot.abandon_job().await;
+            }
+            Outcome::Stopped => {
                 // Stopped mid-job (the drain ran out of time, a second signal): the job goes
                 // back to the coordinator now, not after the lease timeout. Its container is
                 // removed with the slot.
-                tracing::info!(job = job_id, "giving the job back to the coordinator");
-                let release = pb::Release { job_id, attempt };
-                let _ = ctx.tx.try_send(msg(AgentMsg::Release(release)));
-                return;
+                ctx.held.release(id);
+                break;
             }
         }
-        ctx.running.lock().unwrap().remove(&job_id);
     }
+    ctx.held.slot_ended();
 }
 
-async fn run_assigned(slot: &mut Slot, assign: pb::Assign, ctx: &SlotContext) -> pb::JobDone {
+async fn run_assigned(
+    slot: &mut Slot,
+    assign: pb::Assign,
+    ctx: &SlotContext,
+    mut log: JobLog,
+) -> pb::JobDone {
     let started = Instant::now();
     let limits = assign.limits.unwrap_or_default();
-    let mut log = JobLog::new(
-        ctx.tx.clone(),
-        assign.job_id,
-        assign.attempt,
-        limits.max_log_bytes,
-    );
     let mut done = pb::JobDone {
         job_id: assign.job_id,
         attempt: assign.attempt,
@@ -558,108 +460,16 @@ async fn run_assigned(slot: &mut Slot, assign: pb::Assign, ctx: &SlotContext) ->
         }
     }
     done.duration_ms = started.elapsed().as_millis() as u64;
-    let (bytes, sha, truncated) = log.finish().await;
-    done.log_bytes = bytes;
-    done.log_sha256 = sha;
-    done.log_truncated_bytes = truncated;
+    let kept = log.finish().await;
+    done.log_bytes = kept.bytes;
+    done.log_sha256 = kept.sha256;
+    done.log_truncated_bytes = kept.dropped;
+    if let Some(e) = kept.failed
+        && done.harness_error.is_empty()
+    {
+        done.harness_error = format!("the agent could not keep the log on its disk: {e}");
+    }
     done
-}
-
-/// A job's log on its way to the coordinator.
-///
-/// Past `max_bytes` (an output bomb) nothing more is sent; the last [`LOG_TAIL_BYTES`] are kept in
-/// a ring and sent at the end after a marker, so memory stays bounded and the end of the log,
-/// where the failure usually is, survives.
-struct JobLog {
-    tx: mpsc::Sender<pb::AgentMessage>,
-    job_id: u64,
-    attempt: u32,
-    offset: u64,
-    sha: Sha256,
-    /// 0: no limit.
-    max_bytes: u64,
-    tail: VecDeque<u8>,
-    dropped: u64,
-}
-
-impl JobLog {
-    fn new(
-        tx: mpsc::Sender<pb::AgentMessage>,
-        job_id: u64,
-        attempt: u32,
-        max_bytes: u64,
-    ) -> JobLog {
-        JobLog {
-            tx,
-            job_id,
-            attempt,
-            offset: 0,
-            sha: Sha256::new(),
-            max_bytes,
-            tail: VecDeque::new(),
-            dropped: 0,
-        }
-    }
-
-    /// A line from the harness itself, set apart from the crate's output.
-    async fn banner(&mut self, text: &str) {
-        tracing::warn!(job = self.job_id, "{text}");
-        let line = format!("\r\n\x1b[1;31m[crater-at-home] {text}\x1b[0m\r\n");
-        self.write(line.into_bytes()).await;
-    }
-
-    async fn send(&mut self, bytes: Vec<u8>) {
-        self.sha.update(&bytes);
-        let offset = self.offset;
-        self.offset += bytes.len() as u64;
-        let chunk = pb::LogChunk {
-            job_id: self.job_id,
-            attempt: self.attempt,
-            offset,
-            data: bytes,
-        };
-        // A closed channel means the session is ending; the job's result goes nowhere anyway.
-        let _ = self.tx.send(msg(AgentMsg::LogChunk(chunk))).await;
-    }
-
-    /// Sends what the size limit held back; returns (bytes sent, their SHA-256, bytes dropped).
-    async fn finish(mut self) -> (u64, String, u64) {
-        if !self.tail.is_empty() || self.dropped > 0 {
-            let marker = format!(
-                "\r\n\x1b[1;31m[crater-at-home] log truncated: {} bytes omitted after the first {} \
-                 (--max-log-bytes); the last {} bytes follow\x1b[0m\r\n",
-                self.dropped,
-                self.max_bytes,
-                self.tail.len()
-            );
-            let tail: Vec<u8> = std::mem::take(&mut self.tail).into();
-            self.send(marker.into_bytes()).await;
-            self.send(tail).await;
-        }
-        (self.offset, hex::encode(self.sha.finalize()), self.dropped)
-    }
-}
-
-impl LogSink for JobLog {
-    async fn write(&mut self, mut bytes: Vec<u8>) {
-        if self.max_bytes > 0 && self.offset + bytes.len() as u64 > self.max_bytes {
-            let room = self.max_bytes.saturating_sub(self.offset) as usize;
-            let over = bytes.split_off(room.min(bytes.len()));
-            self.tail.extend(over);
-            if self.tail.len() > LOG_TAIL_BYTES {
-                let excess = self.tail.len() - LOG_TAIL_BYTES;
-                self.tail.drain(..excess);
-                self.dropped += excess as u64;
-            }
-        }
-        if !bytes.is_empty() {
-            self.send(bytes).await;
-        }
-    }
-}
-
-fn msg(m: AgentMsg) -> pb::AgentMessage {
-    pb::AgentMessage { msg: Some(m) }
 }
 
 fn find_in_path(program: &str) -> Option<PathBuf> {
@@ -681,53 +491,4 @@ fn proxy_env() -> Vec<String> {
     .iter()
     .filter_map(|k| std::env::var(k).ok().map(|v| format!("{k}={v}")))
     .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Feeds `pieces` through a JobLog limited to `max` and returns what reached the coordinator.
-    async fn through_log(max: u64, pieces: Vec<Vec<u8>>) -> (Vec<u8>, u64, u64, String) {
-        let (tx, mut rx) = mpsc::channel(1 << 16);
-        let mut log = JobLog::new(tx, 7, 1, max);
-        for piece in pieces {
-            log.write(piece).await;
-        }
-        let (bytes, sha, dropped) = log.finish().await;
-        let mut received = Vec::new();
-        while let Ok(m) = rx.try_recv() {
-            if let Some(AgentMsg::LogChunk(c)) = m.msg {
-                assert_eq!(c.offset, received.len() as u64, "chunks are contiguous");
-                received.extend(c.data);
-            }
-        }
-        assert_eq!(hex::encode(Sha256::digest(&received)), sha);
-        (received, bytes, dropped, sha)
-    }
-
-    #[tokio::test]
-    async fn a_log_under_the_limit_passes_unchanged() {
-        let (received, bytes, dropped, _) = through_log(1000, vec![b"abc".to_vec(); 10]).await;
-        assert_eq!(received, b"abc".repeat(10));
-        assert_eq!((bytes, dropped), (30, 0));
-    }
-
-    #[tokio::test]
-    async fn an_output_bomb_keeps_the_head_a_marker_and_the_last_64_kib() {
-        let mb = vec![b'x'; 1 << 20];
-        let mut pieces = vec![b"HEAD".to_vec()];
-        pieces.extend(std::iter::repeat_n(mb, 8));
-        pieces.push(b"THE END".to_vec());
-        let total = 4 + 8 * (1 << 20) + 7;
-        let (received, bytes, dropped, _) = through_log(1 << 20, pieces).await;
-        assert!(received.starts_with(b"HEAD"));
-        assert!(received.ends_with(b"THE END"));
-        let text = String::from_utf8_lossy(&received);
-        assert!(text.contains("log truncated"), "a clear marker");
-        let kept = (1 << 20) + LOG_TAIL_BYTES as u64;
-        assert_eq!(dropped, total - kept);
-        assert!(bytes < kept + 300, "head + marker + tail only: {bytes}");
-        assert_eq!(bytes, received.len() as u64);
-    }
 }

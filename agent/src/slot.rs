@@ -359,6 +359,15 @@ impl Slot {
         why
     }
 
+    /// Stops whatever job the container was running, mid-way (the coordinator took it away):
+    /// the container goes, and the next job gets a new one, which starts from a clean /build.
+    pub async fn abandon_job(&mut self) {
+        self.discard_container().await;
+        if let Some(disk) = &self.disk {
+            disk.trim().await;
+        }
+    }
+
     /// Removes the slot's container, if any, and then its disk.
     pub async fn shutdown(&mut self) {
         if let Some(container) = self.container.take() {

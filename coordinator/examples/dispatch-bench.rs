@@ -15,6 +15,9 @@
 //! seconds over that time and its VmHWM; the generator adds the WantWork → Assign latencies its
 //! slots saw. One line, `key=value` pairs; `bench/dispatch.sh` runs it.
 
+#[path = "bench_common/rss.rs"]
+mod rss;
+
 use crater_coordinator::results::outbox::Outbox;
 use crater_coordinator::results::store::{LocalStore, Store};
 use crater_coordinator::results::uploads::Uploads;
@@ -24,6 +27,7 @@ use crater_proto::pb::{
     self, agent_message::Msg as AgentMsg, coordinator_message::Msg as CoordMsg,
 };
 use crater_proto::tool::Tool;
+use rss::peak_rss_kib;
 use sha2::{Digest, Sha256};
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
@@ -55,7 +59,11 @@ async fn coordinator(dir: PathBuf, jobs: usize) -> anyhow::Result<()> {
     let store = Store::Local(LocalStore::open(&out)?);
     // `serve`'s default --spool-max-gb: the backlog here stays far below it.
     let outbox = Outbox::open(&out.join(".spool"), 20 << 30)?;
-    let uploads = Uploads::start(&outbox, &store);
+    let concurrency = std::env::var("UPLOAD_CONCURRENCY")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(crater_coordinator::results::uploads::DEFAULT_CONCURRENCY);
+    let uploads = Uploads::start(&outbox, &store, concurrency);
     let jobs = (0..jobs)
         .map(|i| JobSpec {
             name: format!("bench-crate-{i:06}"),
@@ -73,7 +81,7 @@ async fn coordinator(dir: PathBuf, jobs: usize) -> anyhow::Result<()> {
         max_log_bytes: 1 << 30,
     };
     let (coordinator, mut events) =
-        Coordinator::new(outbox.clone(), limits, Duration::from_secs(45), jobs);
+        Coordinator::new(outbox.clone(), limits, Duration::from_secs(45), jobs, &[]);
     tokio::spawn(async move { while events.recv().await.is_some() {} });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
@@ -204,6 +212,7 @@ async fn agent(
         memory_per_slot_bytes: 2 << 30,
         tools: vec!["check".into()],
         targets: vec!["x86_64-unknown-linux-gnu".into()],
+        ..Default::default()
     })))
     .await?;
     let mut inbound = client.work(ReceiverStream::new(rx)).await?.into_inner();
@@ -244,7 +253,7 @@ async fn agent(
                     .await?;
             }
             Some(CoordMsg::Drain(_)) => break,
-            Some(CoordMsg::Cancel(_)) | None => {}
+            Some(CoordMsg::Cancel(_) | CoordMsg::DoneAck(_)) | None => {}
         }
     }
     Ok(latencies)
@@ -277,15 +286,4 @@ fn cpu_secs() -> f64 {
     };
     // Clock ticks are 100 per second on Linux (USER_HZ).
     (ticks(11) + ticks(12)) / 100.0
-}
-
-fn peak_rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
 }

@@ -6,7 +6,11 @@
 //!
 //! Credentials from the AWS environment; `bench/s3-upload.sh` starts a local server and runs it.
 
+#[path = "bench_common/rss.rs"]
+mod rss;
+
 use crater_coordinator::results::store::{RAW_CONTENT_TYPE, S3Options, S3Store};
+use rss::peak_rss_kib;
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
@@ -96,15 +100,4 @@ fn copy_to_disk(from: &std::path::Path, to: &std::path::Path) -> std::io::Result
 fn median(mut times: Vec<Duration>) -> Duration {
     times.sort();
     times[times.len() / 2]
-}
-
-fn peak_rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
 }

@@ -127,6 +127,19 @@ pub struct StoreArgs {
     /// past it no new work is handed out until they are stored.
     #[arg(long, value_name = "GB", default_value_t = 20.0, value_parser = parse_gb)]
     pub spool_max_gb: f64,
+    /// Results stored at once (each its raw log, page and JSON, the JSON last). Many requests
+    /// in flight are what keeps a fleet from waiting on S3's per-request latency.
+    #[arg(long, value_name = "N", default_value_t = crate::results::uploads::DEFAULT_CONCURRENCY,
+          value_parser = parse_concurrency)]
+    pub upload_concurrency: usize,
+}
+
+/// 1 to 1024 uploads at once.
+fn parse_concurrency(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n @ 1..=1024) => Ok(n),
+        _ => Err(format!("`{s}`: give a number of uploads from 1 to 1024")),
+    }
 }
 
 impl StoreArgs {
@@ -141,6 +154,12 @@ pub struct RunArgs {
     pub select: SelectArgs,
     #[command(flatten)]
     pub agent: crater_agent::args::SlotArgs,
+    /// When every crate has run but storing keeps failing with an error that needs a person
+    /// (access denied, a request the server refuses), stop waiting after this long and exit
+    /// non-zero; the results stay in the spool and the same command stores them later.
+    /// Outages (timeouts, 5xx, throttling) are waited out. `serve` always waits.
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    pub store_patience: Duration,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -9,8 +9,9 @@ use crate::cli::{RunArgs, SelectArgs, ServeArgs, StoreArgs};
 use crate::progress::{self, Progress};
 use crate::results::outbox::{self, Outbox};
 use crate::results::record::ResultRecord;
+use crate::results::spool;
 use crate::results::store::{LocalStore, S3Options, S3Store, Store};
-use crate::results::uploads::{Uploads, unstored_note};
+use crate::results::uploads::{Finish, Uploads, unstored_note};
 use crate::select::index::Index;
 use crate::select::rerun::{self, Leave, RerunPolicy};
 use crate::select::{self, DumpChoice, InputError, Inputs};
@@ -94,7 +95,22 @@ pub async fn plan(args: &SelectArgs, store: &Store, outbox: Option<&Outbox>) -> 
     let index = Index::new(args.index_url.clone())?;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating the output directory {}", args.out.display()))?;
+    // With a bucket, the crate list cache lives there (as the seed keeps it), so another
+    // coordinator host resumes without reading the dump: brought down before selecting, put
+    // back when the selection read the dump again.
+    let bucket = match store {
+        Store::S3(s3) if inputs.dump.is_some() => Some(s3),
+        _ => None,
+    };
+    let cached = match bucket {
+        Some(s3) => Some(s3.download_crate_list(&args.out).await?),
+        None => None,
+    };
     let selection = select::select(&inputs, args.tool, &index, &args.out).await?;
+    // Not from a dry run (`list`), which may only read the bucket.
+    if let (Some(s3), Some(cached), Some(_)) = (bucket, cached, outbox) {
+        s3.upload_crate_list(&args.out, cached).await?;
+    }
     for error in &selection.errors {
         eprintln!("error: {error}");
     }
@@ -230,11 +246,23 @@ pub async fn run(args: RunArgs) -> Result<u8> {
     } else {
         exit::INPUT_REFUSED
     };
-    let uploads = Uploads::start(&outbox, &store);
+    let concurrency = args.select.store.upload_concurrency;
+    let patience = Some(args.store_patience);
+    let uploads = Uploads::start(&outbox, &store, concurrency);
     if plan.jobs.is_empty() {
-        if !uploads.finish(&outbox, &store, &stop_on_signal()).await {
-            unstored_note(&outbox);
-            return Ok(exit::INTERRUPTED);
+        match uploads
+            .finish(&outbox, &store, &stop_on_signal(), patience)
+            .await
+        {
+            Finish::Stored => {}
+            Finish::Interrupted => {
+                unstored_note(&outbox);
+                return Ok(exit::INTERRUPTED);
+            }
+            Finish::GaveUp(error) => {
+                gave_up_note(&outbox, &error, args.store_patience);
+                return Ok(exit::HARNESS_FAILED);
+            }
         }
         eprintln!("nothing to do");
         return Ok(input_status);
@@ -257,11 +285,13 @@ pub async fn run(args: RunArgs) -> Result<u8> {
     // Only from here on: until now Ctrl-C simply ends the process (nothing to clean up yet).
     let stop = stop_on_signal();
     // The embedded agent is this process: it cannot fall silent while the coordinator runs.
+    // The agent of an earlier `run` died with it: nothing to hold back for.
     let (coordinator, mut events) = Coordinator::new(
         outbox.clone(),
         limits(&args.select),
         DEFAULT_LEASE_TIMEOUT,
         plan.jobs,
+        &[],
     );
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let address = listener.local_addr()?;
@@ -311,7 +341,11 @@ pub async fn run(args: RunArgs) -> Result<u8> {
             true
         }
     };
-    let stored = !interrupted && uploads.finish(&outbox, &store, &stop).await;
+    let finish = if interrupted {
+        Finish::Interrupted
+    } else {
+        uploads.finish(&outbox, &store, &stop, patience).await
+    };
     eprint!(
         "{}",
         progress::summary(
@@ -320,7 +354,11 @@ pub async fn run(args: RunArgs) -> Result<u8> {
             &store.results_location(tool)
         )
     );
-    if interrupted || !stored {
+    if let Finish::GaveUp(error) = &finish {
+        gave_up_note(&outbox, error, args.store_patience);
+        return Ok(exit::HARNESS_FAILED);
+    }
+    if finish == Finish::Interrupted {
         eprintln!(
             "\ninterrupted: {} of {total} crates finished; run the same command again to finish \
              the rest",
@@ -334,6 +372,21 @@ pub async fn run(args: RunArgs) -> Result<u8> {
         return Ok(exit::HARNESS_FAILED);
     }
     Ok(input_status)
+}
+
+/// Says why `run` stopped waiting for the store, and that nothing is lost.
+fn gave_up_note(outbox: &Outbox, error: &str, patience: Duration) {
+    let backlog = outbox.backlog().borrow().clone();
+    eprintln!(
+        "\nerror: storing results keeps failing ({error}), for more than --store-patience \
+         ({}): giving up waiting. {} finished results ({} MiB) are kept in {}; run the same \
+         command again once the store takes them, and it stores them without running those \
+         crates again",
+        humantime::format_duration(patience),
+        backlog.entries,
+        backlog.bytes >> 20,
+        outbox.spool_dir().display()
+    );
 }
 
 fn drain_events(events: &mut tokio::sync::mpsc::UnboundedReceiver<Event>, progress: &mut Progress) {
@@ -362,15 +415,20 @@ pub async fn serve(args: ServeArgs) -> Result<u8> {
     let metrics_access = (args.metrics_listen)
         .map(|listen| MetricsAccess::for_serve(listen, &args.fleet))
         .transpose()?;
+    // Read before the outbox takes the spool over and clears the logs of running jobs.
+    let interrupted = spool::interrupted(&spool_dir(&args.select));
     let (store, outbox, plan) = prepare(&args.select).await?;
     let total = plan.jobs.len() as u64;
     let stop = stop_on_signal();
-    let uploads = Uploads::start(&outbox, &store);
+    // `serve` serves a fleet: it waits for its store as long as it takes, showing why in
+    // `status` and the metrics.
+    let uploads = Uploads::start(&outbox, &store, args.select.store.upload_concurrency);
     let (coordinator, mut events) = Coordinator::new(
         outbox.clone(),
         limits(&args.select),
         args.lease_timeout,
         plan.jobs,
+        &interrupted,
     );
     let listener = TcpListener::bind(args.listen)
         .await
@@ -411,18 +469,28 @@ pub async fn serve(args: ServeArgs) -> Result<u8> {
     }
     drain_events(&mut events, &mut progress);
     progress.finish();
-    // Drained agents finish and hang up; give them a moment to do so before the server goes.
-    coordinator.drain().await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while coordinator.connected_agents() > 0 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    if interrupted {
+        // Agents are not drained: they keep their running jobs and their results, and reconnect
+        // to the next `serve` with this store, which takes them back.
+        eprintln!(
+            "agents keep running their jobs and reconnect to the next `serve` with this store"
+        );
+    } else {
+        // Every crate has its result: drained agents hang up (and exit); give them a moment
+        // to do so before the server goes.
+        coordinator.drain().await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while coordinator.connected_agents() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
     stop_server(server, &server_stop).await;
     if let Some(metrics_server) = metrics_server {
         metrics_server.stop().await;
     }
     drain_events(&mut events, &mut progress);
-    let stored = !interrupted && uploads.finish(&outbox, &store, &stop).await;
+    let stored =
+        !interrupted && uploads.finish(&outbox, &store, &stop, None).await == Finish::Stored;
     eprint!(
         "{}",
         progress::summary(

@@ -70,7 +70,7 @@ pub fn to_json(r: &pb::StatusReply) -> serde_json::Value {
                 .collect();
             serde_json::json!({
                 "name": a.name, "slots": a.slots, "connected_secs": a.connected_secs,
-                "last_contact_secs": a.last_contact_secs, "running": running,
+                "last_contact_secs": a.last_contact_secs, "lost": a.lost, "running": running,
             })
         })
         .collect();
@@ -86,6 +86,8 @@ pub fn to_json(r: &pb::StatusReply) -> serde_json::Value {
         "eta_secs": r.eta_secs,
         "leases_expired": r.leases_expired,
         "results_discarded": r.results_discarded,
+        "leases_reclaimed": r.leases_reclaimed,
+        "lease_timeout_secs": r.lease_timeout_secs,
         "unstored": r.unstored,
         "unstored_bytes": r.unstored_bytes,
         "store_error": r.store_error,
@@ -138,23 +140,35 @@ pub fn table(r: &pb::StatusReply) -> String {
             r.crates_per_minute
         );
     }
-    if r.leases_expired > 0 || r.results_discarded > 0 {
+    if r.leases_expired > 0 || r.results_discarded > 0 || r.leases_reclaimed > 0 {
         let _ = writeln!(
             out,
-            "leases: {} taken from silent agents · {} late results discarded",
-            r.leases_expired, r.results_discarded
+            "leases: {} taken from silent agents · {} reclaimed by agents that came back · {} \
+             late results discarded",
+            r.leases_expired, r.leases_reclaimed, r.results_discarded
         );
     }
     for agent in &r.agents {
         // What the coordinator relays came from agents: shown printable whatever it holds.
-        let _ = writeln!(
-            out,
-            "agent {} · {} slots · connected {} · last heard {}s ago",
-            printable(&agent.name, 64),
-            agent.slots,
-            humantime::format_duration(Duration::from_secs(agent.connected_secs)),
-            agent.last_contact_secs
-        );
+        let name = printable(&agent.name, 64);
+        if agent.lost {
+            let left = r.lease_timeout_secs.saturating_sub(agent.last_contact_secs);
+            let _ = writeln!(
+                out,
+                "agent {name} · LOST {}s ago · its {} jobs go to others in {left}s unless it \
+                 is back",
+                agent.last_contact_secs,
+                agent.running.len()
+            );
+        } else {
+            let _ = writeln!(
+                out,
+                "agent {name} · {} slots · connected {} · last heard {}s ago",
+                agent.slots,
+                humantime::format_duration(Duration::from_secs(agent.connected_secs)),
+                agent.last_contact_secs
+            );
+        }
         let mut running = agent.running.clone();
         running.sort_by_key(|j| j.slot);
         for j in &running {

@@ -527,9 +527,6 @@ fn a_partition_longer_than_the_lease_moves_the_job_and_the_late_result_is_discar
 /// itself when the link is back, never runs the job again beside agent-2, and is drained at the
 /// end like any agent (exit 0).
 #[test]
-#[ignore = "needs agents that reconnect (issue 10, Build 5): today agent-1 exits 1 with \
-            \"the coordinator closed the connection\" when the link comes back, and gives its \
-            job up without a late result"]
 fn after_a_long_partition_the_old_agent_comes_back_without_running_the_job_twice() {
     partition_longer_than_the_lease(true);
 }
@@ -539,39 +536,14 @@ fn after_a_long_partition_the_old_agent_comes_back_without_running_the_job_twice
 /// agent-1's job still runs, so agent-1's result would arrive before agent-2's. One result:
 /// agent-2's. `old_agent_comes_back`: also what reconnecting agents must do.
 fn partition_longer_than_the_lease(old_agent_comes_back: bool) {
-    let fleet = Fleet::new(false);
-    let crates = tempfile::tempdir().unwrap();
     let name = "fixture-fleet-partitioned";
-    let slow = make_crate(crates.path(), name, "", Some(&sleeping_build_rs(30)));
-    let host1 = Host::new(&fleet.bridge, 1);
-    let host2 = Host::new(&fleet.bridge, 2);
-    let lease = format!("{}s", LEASE.as_secs());
-    let mut serve = fleet.serve(&[
-        "--tool",
-        "check",
-        "--exit-when-done",
-        "--lease-timeout",
-        &lease,
-        "--local-crate",
-        to_str(&slow),
-    ]);
-    let mut agent1 = fleet.agent(&host1, "agent-1", 0, &[]);
-    wait_until("agent-1 to run the slow build script", 3 * MINUTE, || {
-        build_script_running(agent1.pid)
-    });
-    let job_started = Instant::now();
-    let mut agent2 = fleet.agent(&host2, "agent-2", 1, &[]);
-    wait_until("agent-2 to connect", 2 * MINUTE, || {
-        fleet
-            .status()
-            .is_some_and(|s| agent_names(&s).contains(&"agent-2".to_owned()))
-    });
-    let status = fleet.status().unwrap();
+    let mut job = SlowJob::start(name, &sleeping_build_rs(30));
+    let status = job.fleet.status().unwrap();
     assert_eq!(running_on(&status, "agent-1").len(), 1, "{status}");
 
-    host1.cut();
-    let cut_at = job_started.elapsed();
-    let latency = time_until_running_on(&fleet, name, "agent-2", 2 * MINUTE);
+    job.host1.cut();
+    let cut_at = job.started.elapsed();
+    let latency = time_until_running_on(&job.fleet, name, "agent-2", 2 * MINUTE);
     eprintln!(
         "partition of agent-1 ({cut_at:.1?} into its job) -> job running on agent-2: {latency:.1?}"
     );
@@ -580,19 +552,19 @@ fn partition_longer_than_the_lease(old_agent_comes_back: bool) {
         "the job moved after {latency:?}, more than the lease timeout {LEASE:?} + {REASSIGN_SLACK:?}"
     );
     assert!(
-        build_script_running(agent1.pid),
+        build_script_running(job.agent1.pid),
         "agent-1's job is still running when the link comes back (so its result is late)"
     );
-    host1.restore();
+    job.host1.restore();
     let restored = Instant::now();
 
     // agent-1's job ends ~30 s after it began, before agent-2's: its result is the late one.
     let mut discarded = 0;
     let mut agent1_back_after = None;
     let start = Instant::now();
-    while !serve.exited() {
+    while !job.serve.exited() {
         assert!(start.elapsed() < 3 * MINUTE, "serve did not finish");
-        if let Some(status) = fleet.status() {
+        if let Some(status) = job.fleet.status() {
             discarded = discarded.max(status["results_discarded"].as_u64().unwrap_or(0));
             if agent_names(&status).contains(&"agent-1".to_owned()) {
                 agent1_back_after.get_or_insert(restored.elapsed());
@@ -607,25 +579,25 @@ fn partition_longer_than_the_lease(old_agent_comes_back: bool) {
         }
         std::thread::sleep(Duration::from_millis(500));
     }
-    let served = wait(serve, MINUTE);
+    let served = wait(job.serve, MINUTE);
     assert!(served.status.success(), "serve: {}", served.stderr);
-    let agent1_exited = agent1.exited();
+    let agent1_exited = job.agent1.exited();
     eprintln!(
         "late results discarded (status): {discarded}; agent-1 back in status after the link \
          came back: {agent1_back_after:.1?}; agent-1 exited by the end: {agent1_exited}"
     );
-    let done = agent2.wait(MINUTE);
+    let done = job.agent2.wait(MINUTE);
     assert!(done.status.success(), "agent-2: {}", done.stderr);
     if old_agent_comes_back {
         assert!(agent1_back_after.is_some(), "agent-1 did not reconnect");
-        let a1 = agent1.wait(MINUTE);
+        let a1 = job.agent1.wait(MINUTE);
         assert!(
             a1.status.success(),
             "a drained agent-1 exits 0: {}",
             a1.stderr
         );
     } else if agent1_exited {
-        let a1 = agent1.wait(MINUTE);
+        let a1 = job.agent1.wait(MINUTE);
         let said = a1
             .stderr
             .trim()
@@ -636,9 +608,9 @@ fn partition_longer_than_the_lease(old_agent_comes_back: bool) {
         eprintln!("agent-1 exited ({}) saying: {said}", a1.status);
     }
 
-    one_pass(&fleet, &served, name, 2, "agent-2");
+    one_pass(&job.fleet, &served, name, 2, "agent-2");
     // One attempt's log, whole: one banner, and the build finished.
-    let log = raw_log(&fleet.out(), "check", name);
+    let log = raw_log(&job.fleet.out(), "check", name);
     let banner = format!("[crater-at-home] {name}-0.1.0 with tool check");
     assert_eq!(log.matches(&banner).count(), 1, "{log}");
     assert!(log.contains("Finished"), "{log}");
@@ -656,9 +628,6 @@ fn a_partition_shorter_than_the_lease_costs_nothing() {
 /// The connection itself is lost (reset), not just quiet: the agent must connect again and
 /// reclaim its running job within the lease, which must then finish where it was.
 #[test]
-#[ignore = "needs agents that reconnect and reclaim their jobs (issue 10, Build 5) and leases \
-            kept until the lease timeout after a stream closes (Build 4): today agent-1 exits \
-            with \"lost the coordinator\" and the job is requeued at once"]
 fn a_dropped_connection_costs_nothing_when_the_agent_is_back_within_the_lease() {
     blip_shorter_than_the_lease(Host::reset_connections);
 }
@@ -666,48 +635,21 @@ fn a_dropped_connection_costs_nothing_when_the_agent_is_back_within_the_lease() 
 /// agent-1 runs a crate (15 s of build script) when `blip` hits its host; an idle agent-2 must
 /// not get the job; it ends on agent-1, attempt 1, with its whole log.
 fn blip_shorter_than_the_lease(blip: impl Fn(&Host)) {
-    let fleet = Fleet::new(false);
-    let crates = tempfile::tempdir().unwrap();
     let name = "fixture-fleet-blip";
-    // Sleeps 15 s, with a line a second (cargo shows them when the build script ends).
-    let build_rs = "fn main() {\n    for i in 0..15 {\n        println!(\"cargo::warning=tick {i}\");\n        \
-                    std::thread::sleep(std::time::Duration::from_secs(1));\n    }\n}\n";
-    let slow = make_crate(crates.path(), name, "", Some(build_rs));
-    let host1 = Host::new(&fleet.bridge, 1);
-    let host2 = Host::new(&fleet.bridge, 2);
-    let lease = format!("{}s", LEASE.as_secs());
-    let mut serve = fleet.serve(&[
-        "--tool",
-        "check",
-        "--exit-when-done",
-        "--lease-timeout",
-        &lease,
-        "--local-crate",
-        to_str(&slow),
-    ]);
-    let mut agent1 = fleet.agent(&host1, "agent-1", 0, &[]);
-    wait_until("agent-1 to run the slow build script", 3 * MINUTE, || {
-        build_script_running(agent1.pid)
-    });
     // An idle agent-2 would get the job if the blip cost agent-1 its lease.
-    let mut agent2 = fleet.agent(&host2, "agent-2", 1, &[]);
-    wait_until("agent-2 to connect", 2 * MINUTE, || {
-        fleet
-            .status()
-            .is_some_and(|s| agent_names(&s).contains(&"agent-2".to_owned()))
-    });
-    blip(&host1);
+    let mut job = SlowJob::start(name, &ticking_build_rs(15));
+    blip(&job.host1);
     let start = Instant::now();
-    while !serve.exited() {
+    while !job.serve.exited() {
         assert!(start.elapsed() < 3 * MINUTE, "serve did not finish");
-        if let Some(status) = fleet.status() {
+        if let Some(status) = job.fleet.status() {
             assert!(running_on(&status, "agent-2").is_empty(), "{status}");
         }
         std::thread::sleep(Duration::from_millis(500));
     }
-    let served = wait(serve, MINUTE);
+    let served = wait(job.serve, MINUTE);
     assert!(served.status.success(), "serve: {}", served.stderr);
-    for agent in [&mut agent1, &mut agent2] {
+    for agent in [&mut job.agent1, &mut job.agent2] {
         let done = agent.wait(MINUTE);
         assert!(
             done.status.success(),
@@ -715,20 +657,92 @@ fn blip_shorter_than_the_lease(blip: impl Fn(&Host)) {
             done.stderr
         );
     }
-    let out = fleet.out();
-    let r = result(&out, "check", name, "0.1.0");
+    one_whole_pass(&job.fleet.out(), name, "agent-1", 15);
+}
+
+/// One slow crate running on agent-1 (host 1, CPU 0), with an idle agent-2 (host 2, CPU 1)
+/// connected beside it, under `serve --lease-timeout LEASE --exit-when-done`. Fields drop in
+/// this order: the agents, `serve`, then the hosts and the fleet they hang on.
+struct SlowJob {
+    agent2: Agent,
+    agent1: Agent,
+    serve: Running,
+    _host2: Host,
+    host1: Host,
+    _crates: tempfile::TempDir,
+    fleet: Fleet,
+    /// When agent-1 was seen running the build script.
+    started: Instant,
+}
+
+impl SlowJob {
+    /// The local crate `name` with `build_rs` as its build script, running on agent-1.
+    fn start(name: &str, build_rs: &str) -> SlowJob {
+        let fleet = Fleet::new(false);
+        let crates = tempfile::tempdir().unwrap();
+        let slow = make_crate(crates.path(), name, "", Some(build_rs));
+        let host1 = Host::new(&fleet.bridge, 1);
+        let host2 = Host::new(&fleet.bridge, 2);
+        let lease = format!("{}s", LEASE.as_secs());
+        let serve = fleet.serve(&[
+            "--tool",
+            "check",
+            "--exit-when-done",
+            "--lease-timeout",
+            &lease,
+            "--local-crate",
+            to_str(&slow),
+        ]);
+        let agent1 = fleet.agent(&host1, "agent-1", 0, &[]);
+        wait_until("agent-1 to run the slow build script", 3 * MINUTE, || {
+            build_script_running(agent1.pid)
+        });
+        let started = Instant::now();
+        let agent2 = fleet.agent(&host2, "agent-2", 1, &[]);
+        wait_until("agent-2 to connect", 2 * MINUTE, || {
+            fleet
+                .status()
+                .is_some_and(|s| agent_names(&s).contains(&"agent-2".to_owned()))
+        });
+        SlowJob {
+            agent2,
+            agent1,
+            serve,
+            _host2: host2,
+            host1,
+            _crates: crates,
+            fleet,
+            started,
+        }
+    }
+}
+
+/// A build script that prints a line a second for `secs` seconds (cargo shows them when the
+/// build script ends).
+fn ticking_build_rs(secs: u32) -> String {
+    format!(
+        "fn main() {{\n    for i in 0..{secs} {{\n        println!(\"cargo::warning=tick {{i}}\");\n        \
+         std::thread::sleep(std::time::Duration::from_secs(1));\n    }}\n}}\n"
+    )
+}
+
+/// `name` passed as attempt 1 on `agent`, with its whole log: what the agent produced (its
+/// length and SHA-256 matched, or the verdict would be `error`), one run of the job in it (one
+/// banner), and each of its `ticks` once.
+fn one_whole_pass(out: &Path, name: &str, agent: &str, ticks: u32) {
+    let r = result(out, "check", name, "0.1.0");
     assert_eq!(r["status"], "pass", "{r}");
     assert_eq!(r["attempt"], 1, "{r}");
-    assert_eq!(r["agent"], "agent-1", "{r}");
+    assert_eq!(r["agent"], agent, "{r}");
     assert!(r.get("harness_error").is_none(), "{r}");
-    // The whole log: what the agent produced (its length and SHA-256 matched, or the verdict
-    // would be `error`), every tick in it once.
     let raw = std::fs::read(out.join(format!("check/raw/{name}/0.1.0"))).unwrap();
     let sha = sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(&raw));
     assert_eq!(r["log_sha256"], hex::encode(sha), "{r}");
     assert_eq!(r["log_bytes"], raw.len(), "{r}");
     let log = String::from_utf8_lossy(&raw);
-    for i in 0..15 {
+    let banner = format!("[crater-at-home] {name}-0.1.0 with tool check");
+    assert_eq!(log.matches(&banner).count(), 1, "{log}");
+    for i in 0..ticks {
         let tick = format!("tick {i}");
         let seen = log
             .lines()
@@ -736,6 +750,100 @@ fn blip_shorter_than_the_lease(blip: impl Fn(&Host)) {
             .count();
         assert_eq!(seen, 1, "{tick}:\n{log}");
     }
+}
+
+/// `kill -9` of `serve` mid-run, then the same `serve` again: the agents reconnect on their
+/// own, the crate finished before the kill is not run again, the one that was running is
+/// reclaimed (it finishes on the same agent as attempt 1, with its whole log, and was never
+/// stopped), and every crate ends with one result.
+#[test]
+fn a_coordinator_killed_mid_run_and_started_again_loses_nothing() {
+    let fleet = Fleet::new(false);
+    let crates = tempfile::tempdir().unwrap();
+    let quick_name = "fixture-fleet-before-the-kill";
+    let slow_name = "fixture-fleet-across-the-kill";
+    let quick = make_crate(crates.path(), quick_name, PASSING_TEST, None);
+    let slow = make_crate(crates.path(), slow_name, "", Some(&ticking_build_rs(25)));
+    let host1 = Host::new(&fleet.bridge, 1);
+    let host2 = Host::new(&fleet.bridge, 2);
+    // Long enough for an agent's backoff to find the new coordinator within it.
+    let lease = format!("{}s", 2 * LEASE.as_secs());
+    let args = [
+        "--tool",
+        "check",
+        "--exit-when-done",
+        "--lease-timeout",
+        &lease,
+        "--local-crate",
+        to_str(&quick),
+        "--local-crate",
+        to_str(&slow),
+    ];
+    let first = fleet.serve(&args);
+    let mut agent1 = fleet.agent(&host1, "agent-1", 0, &[]);
+    let mut agent2 = fleet.agent(&host2, "agent-2", 1, &[]);
+    let out = fleet.out();
+    let quick_stored = out.join(format!("check/results/{quick_name}/0.1.0.json"));
+    wait_until("the quick crate to be stored", 3 * MINUTE, || {
+        quick_stored.exists()
+    });
+    let status = fleet.status().expect("the first serve answers");
+    let runner = ["agent-1", "agent-2"]
+        .into_iter()
+        .find(|a| running_on(&status, a).iter().any(|(c, _)| c == slow_name))
+        .unwrap_or_else(|| panic!("the slow crate runs on no agent: {status}"));
+    let runner_pid = if runner == "agent-1" {
+        agent1.pid
+    } else {
+        agent2.pid
+    };
+    wait_until("the slow build script to run", 2 * MINUTE, || {
+        build_script_running(runner_pid)
+    });
+
+    let killed = Command::new("kill")
+        .args(["-KILL", &first.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let first = wait(first, MINUTE);
+    assert!(!first.status.success(), "killed");
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        build_script_running(runner_pid),
+        "the job runs on while the coordinator is gone"
+    );
+    let second = fleet.serve(&args);
+    let served = wait(second, 3 * MINUTE);
+    assert!(served.status.success(), "serve again: {}", served.stderr);
+    eprintln!("the second serve said:\n{}", served.stderr);
+    assert!(
+        served.stderr.contains("1 already finished"),
+        "{}",
+        served.stderr
+    );
+    assert_eq!(
+        finished_lines(&served.stderr, quick_name, "0.1.0"),
+        0,
+        "the quick crate is not run again"
+    );
+    assert_eq!(finished_lines(&served.stderr, slow_name, "0.1.0"), 1);
+    for agent in [&mut agent1, &mut agent2] {
+        let done = agent.wait(MINUTE);
+        assert!(
+            done.status.success(),
+            "the agents reconnected by themselves and were drained at the end: {}",
+            done.stderr
+        );
+    }
+    let mut expected = vec![
+        (quick_name.to_owned(), "0.1.0".to_owned(), "pass".to_owned()),
+        (slow_name.to_owned(), "0.1.0".to_owned(), "pass".to_owned()),
+    ];
+    expected.sort();
+    assert_eq!(all_results(&out, "check"), expected);
+    assert_eq!(result(&out, "check", quick_name, "0.1.0")["attempt"], 1);
+    one_whole_pass(&out, slow_name, runner, 25);
 }
 
 /// An outside gRPC client over TLS (the fleet's CA) with `token` as bearer metadata: what a
@@ -759,6 +867,7 @@ fn hello(name: &str, slots: u32) -> pb::AgentMessage {
         memory_per_slot_bytes: 2 << 30,
         tools: vec!["check".into(), "test".into()],
         targets: vec!["x86_64-unknown-linux-gnu".into()],
+        ..Default::default()
     }))
 }
 
@@ -1305,6 +1414,12 @@ fn a_misbehaving_agent_cannot_hurt_the_coordinator() {
             ..Default::default()
         })));
     }
+    // And a Release of it: neither may end agent-1's lease or touch its spooled log (its
+    // verdict below would be an `error` for a log with a hole).
+    bad.send(msg(AgentMsg::Release(pb::Release {
+        job_id: victim_job,
+        attempt: 1,
+    })));
     std::thread::sleep(Duration::from_secs(1));
     let status = fleet.status().expect("serve is up");
     assert!(

@@ -78,6 +78,7 @@ fn metrics_on_loopback_are_open_without_status_tokens() {
         "crater_agents_connected",
         "crater_store_backlog_results",
         "crater_store_backlog_bytes",
+        "crater_store_failing_seconds",
         "crater_jobs_total",
         "crater_jobs_finished_total",
         "crater_leases_expired_total",

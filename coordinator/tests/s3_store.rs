@@ -1,7 +1,8 @@
-//! The S3 store end to end: `run --bucket` against a real S3-compatible server (moto) on
-//! loopback, with real containers and a real crate from crates.io, read back with a separate
-//! client (boto3). Outages are real too: the server process is stopped (SIGSTOP), so requests
-//! hang until the store's timeouts give up on them, and continued later.
+//! The S3 store end to end: `run --bucket` against real S3-compatible servers on loopback (moto,
+//! and Garage, which checks signatures, payload hashes and checksums as strictly as AWS), with
+//! real containers and a real crate from crates.io, read back with a separate client (boto3).
+//! Outages are real too: the server process is stopped (SIGSTOP), so requests hang until the
+//! store's timeouts give up on them, and continued later.
 
 mod common;
 
@@ -35,6 +36,13 @@ fn versioned_server() -> S3Server {
     let server = S3Server::start();
     server.create_bucket(BUCKET);
     server.enable_versioning(BUCKET);
+    server
+}
+
+/// A Garage server with the bucket (Garage has no versioning: uploads are not counted there).
+fn garage_server() -> S3Server {
+    let server = S3Server::start_garage();
+    server.create_bucket(BUCKET);
     server
 }
 
@@ -87,6 +95,21 @@ fn unstored(out: &Path) -> Vec<serde_json::Value> {
 /// server (a timeout, not a refusal) may leave a second identical version; that is S3's
 /// at-least-once, never a second run or a different result.
 fn assert_stored_once(server: &S3Server, tool: &str, crates: &[(&str, &str)]) {
+    if server.name() == "garage" {
+        // No versions to count: every object is there, and one verdict a crate.
+        let keys: Vec<String> = server.objects(BUCKET).into_iter().map(|o| o.key).collect();
+        for (name, version) in crates {
+            for key in [
+                format!("{tool}/raw/{name}/{version}"),
+                format!("{tool}/logs/{name}/{version}"),
+                format!("{tool}/results/{name}/{version}.json"),
+            ] {
+                assert!(keys.contains(&key), "{key} is missing; stored: {keys:#?}");
+            }
+        }
+        assert_eq!(results_in_bucket(server, tool), crates.len());
+        return;
+    }
     let versions = server.version_digests(BUCKET);
     for (name, version) in crates {
         for key in [
@@ -123,7 +146,20 @@ fn sleepy_crates(root: &Path, prefix: &str, n: usize, secs: u64) -> Vec<String> 
 
 #[test]
 fn results_round_trip_through_a_real_bucket_with_large_logs_in_parts() {
-    let server = versioned_server();
+    round_trip(&versioned_server());
+}
+
+#[test]
+fn results_round_trip_through_garage_with_large_logs_in_parts() {
+    let server = S3Server::start_garage();
+    server.create_bucket(BUCKET);
+    round_trip(&server);
+}
+
+/// A crate with a 50 MiB log and a real crate go up and read back byte for byte; a second run
+/// finds both finished. On moto (a versioned bucket) every object was uploaded exactly once.
+fn round_trip(server: &S3Server) {
+    let versioned = server.name() == "moto";
     let crates = tempfile::tempdir().unwrap();
     // 50 MiB of output, each line numbered so a reordered or lost part would show.
     let talker = make_crate(
@@ -152,8 +188,8 @@ fn results_round_trip_through_a_real_bucket_with_large_logs_in_parts() {
     ]
     .map(str::to_owned)
     .to_vec();
-    args.extend(bucket_args(&server));
-    let done = wait(start_run(&server, &args), Duration::from_secs(600));
+    args.extend(bucket_args(server));
+    let done = wait(start_run(server, &args), Duration::from_secs(600));
     assert_eq!(done.status.code(), Some(0), "{}", done.stderr);
     assert!(
         done.stderr.contains("s3://results/test/"),
@@ -162,24 +198,35 @@ fn results_round_trip_through_a_real_bucket_with_large_logs_in_parts() {
     );
 
     let crates_run = [("itoa", "1.0.11"), ("fixture-talker", "0.1.0")];
-    assert_stored_once(&server, "test", &crates_run);
-    // With the server healthy every object is uploaded exactly once.
+    // With the server healthy every object is uploaded exactly once (the start-up check's
+    // objects are its own, and deleted).
     let uploads_of = |server: &S3Server| -> BTreeMap<String, usize> {
         let mut counts = server.version_counts(BUCKET);
-        counts.remove(".crater-at-home/write-check");
+        counts.retain(|key, _| !key.starts_with(".crater-at-home/"));
         counts
     };
-    let uploads = uploads_of(&server);
-    assert_eq!(uploads.len(), 6, "{uploads:#?}");
-    assert!(uploads.values().all(|&n| n == 1), "{uploads:#?}");
+    let uploads = if versioned {
+        assert_stored_once(server, "test", &crates_run);
+        let uploads = uploads_of(server);
+        assert_eq!(uploads.len(), 6, "{uploads:#?}");
+        assert!(uploads.values().all(|&n| n == 1), "{uploads:#?}");
+        uploads
+    } else {
+        assert_eq!(results_in_bucket(server, "test"), crates_run.len());
+        BTreeMap::new()
+    };
     let objects: BTreeMap<String, (u64, String)> = server
         .objects(BUCKET)
         .into_iter()
         .map(|o| (o.key, (o.size, o.content_type)))
         .collect();
+    assert!(
+        objects.keys().all(|k| !k.starts_with(".crater-at-home/")),
+        "the start-up check leaves nothing behind: {objects:#?}"
+    );
     for (name, version) in crates_run {
         let raw_key = format!("test/raw/{name}/{version}");
-        let record = json(&server, &format!("test/results/{name}/{version}.json"));
+        let record = json(server, &format!("test/results/{name}/{version}.json"));
         assert_eq!(record["status"], "pass", "{name}: {record}");
         assert_eq!(
             objects[&raw_key].1, "text/plain; charset=utf-8",
@@ -228,7 +275,7 @@ fn results_round_trip_through_a_real_bucket_with_large_logs_in_parts() {
     assert!(unstored(out.path()).is_empty());
 
     // Resume from the bucket: both are finished, nothing runs, nothing is uploaded again.
-    let again = wait(start_run(&server, &args), Duration::from_secs(120));
+    let again = wait(start_run(server, &args), Duration::from_secs(120));
     assert_eq!(again.status.code(), Some(0), "{}", again.stderr);
     assert!(
         again
@@ -237,12 +284,109 @@ fn results_round_trip_through_a_real_bucket_with_large_logs_in_parts() {
         "{}",
         again.stderr
     );
-    assert_eq!(uploads_of(&server), uploads, "nothing was uploaded again");
+    if versioned {
+        assert_eq!(uploads_of(server), uploads, "nothing was uploaded again");
+    }
+}
+
+/// A store that starts refusing uploads mid-run (the key loses its write permission) is given
+/// up on after `--store-patience` once every crate has run: the run exits non-zero with its
+/// results in the spool, and the same command, once the store takes them, stores them without
+/// running those crates again.
+#[test]
+fn a_store_refusing_mid_run_is_given_up_on_after_the_patience_and_nothing_is_lost() {
+    let server = S3Server::start_garage();
+    server.create_bucket(BUCKET);
+    let crates = tempfile::tempdir().unwrap();
+    let dirs = sleepy_crates(crates.path(), "fixture-patience", 2, 8);
+    let out = tempfile::tempdir().unwrap();
+    let args = run_args(
+        &server,
+        out.path(),
+        &dirs,
+        &["--tool", "check", "--store-patience", "5s"],
+    );
+    let run = start_run(&server, &args);
+    // The spool is taken once the start-up check passed.
+    let lock = out.path().join(".spool/lock");
+    wait_until(
+        "the run to pass its start-up check",
+        Duration::from_secs(120),
+        || lock.exists(),
+    );
+    server.set_write(BUCKET, false);
+    let gave_up = wait(run, Duration::from_secs(300));
+    eprintln!("{}", gave_up.stderr);
+    assert_eq!(gave_up.status.code(), Some(1), "{}", gave_up.stderr);
+    for said in [
+        "--store-patience",
+        "2 finished results",
+        "run the same command again",
+    ] {
+        assert!(gave_up.stderr.contains(said), "{said}: {}", gave_up.stderr);
+    }
+    assert_eq!(
+        unstored(out.path()).len(),
+        2,
+        "both results wait in the spool"
+    );
+    assert_eq!(results_in_bucket(&server, "check"), 0);
+
+    server.set_write(BUCKET, true);
+    let again = wait(start_run(&server, &args), Duration::from_secs(180));
+    assert_eq!(again.status.code(), Some(0), "{}", again.stderr);
+    assert!(
+        again.stderr.contains("2 results of an earlier run wait"),
+        "{}",
+        again.stderr
+    );
+    assert!(again.stderr.contains("nothing to do"), "{}", again.stderr);
+    assert_eq!(results_in_bucket(&server, "check"), 2);
+    assert!(unstored(out.path()).is_empty());
+}
+
+/// A server that takes the credentials but refuses uploads (a Garage key that may only read the
+/// bucket) stops `run` before any crate runs, with the server's answer and what to try.
+#[test]
+fn a_server_that_refuses_uploads_stops_the_run_at_start() {
+    let server = S3Server::start_garage();
+    server.create_bucket(BUCKET);
+    let crates = tempfile::tempdir().unwrap();
+    let dirs = sleepy_crates(crates.path(), "fixture-refused", 1, 0);
+    let out = tempfile::tempdir().unwrap();
+    let args = run_args(&server, out.path(), &dirs, &["--tool", "check"]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    ensure_image();
+    let start = Instant::now();
+    let refused = wait(
+        spawn_with_env(&coordinator_bin(), &args, &server.read_only_env(BUCKET)),
+        Duration::from_secs(120),
+    );
+    eprintln!("refused after {:?}:\n{}", start.elapsed(), refused.stderr);
+    assert!(!refused.status.success(), "{}", refused.stderr);
+    for said in ["refuses a PutObject", "AccessDenied", "s3:PutObject"] {
+        assert!(refused.stderr.contains(said), "{said}: {}", refused.stderr);
+    }
+    assert!(
+        !refused.stderr.contains("crates to run"),
+        "nothing was planned, let alone run: {}",
+        refused.stderr
+    );
+    assert!(server.objects(BUCKET).is_empty(), "nothing stored");
+    assert!(!out.path().join(".spool/outbox").exists() || unstored(out.path()).is_empty());
 }
 
 #[test]
 fn an_outage_of_a_minute_loses_nothing_and_pauses_new_work() {
-    let server = versioned_server();
+    outage_of_a_minute(versioned_server());
+}
+
+#[test]
+fn an_outage_of_garage_loses_nothing_and_pauses_new_work() {
+    outage_of_a_minute(garage_server());
+}
+
+fn outage_of_a_minute(server: S3Server) {
     let crates = tempfile::tempdir().unwrap();
     let dirs = sleepy_crates(crates.path(), "fixture-outage", 8, 3);
     let out = tempfile::tempdir().unwrap();
@@ -296,9 +440,21 @@ fn an_outage_of_a_minute_loses_nothing_and_pauses_new_work() {
 
 #[test]
 fn a_coordinator_killed_during_an_outage_stores_its_results_at_restart() {
-    let server = versioned_server();
+    killed_during_an_outage(versioned_server());
+}
+
+#[test]
+fn a_coordinator_killed_during_an_outage_of_garage_stores_its_results_at_restart() {
+    killed_during_an_outage(garage_server());
+}
+
+fn killed_during_an_outage(server: S3Server) {
     let crates = tempfile::tempdir().unwrap();
-    let dirs = sleepy_crates(crates.path(), "fixture-restart", 5, 2);
+    // Two quick crates give the first result; four slow ones are still running when the
+    // server is paused, however long noticing that first result takes on a loaded machine
+    // (with crates of equal length all but one could be stored before the pause).
+    let mut dirs = sleepy_crates(crates.path(), "fixture-restart-quick", 2, 1);
+    dirs.extend(sleepy_crates(crates.path(), "fixture-restart-slow", 4, 8));
     let out = tempfile::tempdir().unwrap();
     let args = run_args(&server, out.path(), &dirs, &[]);
     let running = start_run(&server, &args);
@@ -337,7 +493,10 @@ fn a_coordinator_killed_during_an_outage_stores_its_results_at_restart() {
         "{}",
         done.stderr
     );
-    let crates_run: Vec<String> = (0..5).map(|i| format!("fixture-restart-{i}")).collect();
+    let crates_run: Vec<String> = (0..2)
+        .map(|i| format!("fixture-restart-quick-{i}"))
+        .chain((0..4).map(|i| format!("fixture-restart-slow-{i}")))
+        .collect();
     let crates_run: Vec<(&str, &str)> = crates_run.iter().map(|n| (n.as_str(), "0.1.0")).collect();
     assert_stored_once(&server, "check", &crates_run);
     for (name, started_at) in &waiting {
@@ -418,6 +577,15 @@ fn a_missing_bucket_wrong_credentials_or_no_server_refuse_to_start() {
 fn resuming_from_a_large_bucket_reads_every_page_of_the_listing() {
     let server = S3Server::start();
     server.create_bucket(BUCKET);
+    resume_from_a_large_bucket(&server);
+}
+
+#[test]
+fn resuming_from_a_large_garage_bucket_reads_every_page_of_the_listing() {
+    resume_from_a_large_bucket(&garage_server());
+}
+
+fn resume_from_a_large_bucket(server: &S3Server) {
     // 1100 crates in a generated dump (more than one listing page of 1000 keys); 1050 of them
     // have a result in the bucket, every 25th a failure.
     let dir = tempfile::tempdir().unwrap();
@@ -465,7 +633,7 @@ fn resuming_from_a_large_bucket_reads_every_page_of_the_listing() {
             "--out".to_owned(),
             to_str(out.path()).to_owned(),
         ];
-        args.extend(bucket_args(&server));
+        args.extend(bucket_args(server));
         args.extend(extra.iter().map(|s| s.to_string()));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let done = wait(
@@ -499,5 +667,51 @@ fn resuming_from_a_large_bucket_reads_every_page_of_the_listing() {
         names.len(),
         1100,
         "a zero --max-age makes every result stale"
+    );
+
+    // A run keeps the crate list in the bucket, so a coordinator on another host (another
+    // --out) selects without the dump.
+    let mut run = vec![
+        "run",
+        "--tool",
+        "check",
+        "--top",
+        "3",
+        "--db-dump",
+        to_str(&dump),
+    ];
+    run.extend(["--out", to_str(out.path())]);
+    let bucket = bucket_args(server);
+    run.extend(bucket.iter().map(String::as_str));
+    let ran = wait(
+        spawn_with_env(&coordinator_bin(), &run, &server.env()),
+        Duration::from_secs(120),
+    );
+    assert_eq!(ran.status.code(), Some(0), "{}", ran.stderr);
+    assert!(ran.stderr.contains("nothing to do"), "{}", ran.stderr);
+    let cached: Vec<serde_json::Value> =
+        serde_json::from_slice(&server.get(BUCKET, "crates.json")).unwrap();
+    assert_eq!(cached.len(), 1100);
+    assert!(server.get(BUCKET, "downloads.json").len() > 1000);
+    let elsewhere = tempfile::tempdir().unwrap();
+    let mut other = vec![
+        "list",
+        "--top",
+        "1100",
+        "--db-dump",
+        "/nonexistent/db-dump.tar.gz",
+    ];
+    other.extend(["--out", to_str(elsewhere.path())]);
+    other.extend(bucket.iter().map(String::as_str));
+    let listed = wait(
+        spawn_with_env(&coordinator_bin(), &other, &server.env()),
+        Duration::from_secs(120),
+    );
+    assert_eq!(listed.status.code(), Some(0), "{}", listed.stderr);
+    assert_eq!(listed.stdout.lines().count(), 50, "{}", listed.stderr);
+    assert!(
+        listed.stderr.contains("1100 crates from the cached"),
+        "{}",
+        listed.stderr
     );
 }

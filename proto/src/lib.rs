@@ -24,7 +24,7 @@ pub mod pb {
 
 /// Bumped on any incompatible change of the wire protocol; agents and coordinators of different
 /// protocol versions refuse each other at Hello.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// The largest gRPC message either side accepts (local crate archives travel inside `Assign`).
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;

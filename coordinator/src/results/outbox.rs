@@ -1,9 +1,10 @@
 //! The outbox: finished results on local disk, waiting for the store to take them.
 //!
 //! A job's result is *finished* once it is committed here (its log moved in, then its JSON
-//! record written, both on the spool's filesystem); a single uploader
-//! ([`uploads`](super::uploads)) then stores each entry, oldest first, retrying with backoff for
-//! as long as it takes, and it leaves the outbox only once the store has all of it. So an
+//! record written, both on the spool's filesystem); the uploader
+//! ([`uploads`](super::uploads)) then claims entries, oldest first, several at once, and stores
+//! each, retrying with backoff for as long as it takes; an entry leaves the outbox only once the
+//! store has all of it. So an
 //! unreachable bucket costs disk, not results, and a coordinator killed at any moment finds its
 //! committed results here at the next start and stores them instead of running those crates
 //! again. The size of what waits is bounded by `--spool-max-gb`: past it the coordinator hands
@@ -19,7 +20,7 @@
 use crate::results::record::ResultRecord;
 use anyhow::{Context, Result, bail};
 use crater_proto::tool::Tool;
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -55,8 +56,12 @@ impl Entry {
 pub struct Backlog {
     pub entries: usize,
     pub bytes: u64,
-    /// Why the last attempt to store the oldest entry failed, while it keeps failing.
+    /// Why the last attempt to store an entry failed, while storing keeps failing.
     pub failing: Option<String>,
+    /// That failure needs a person (access denied, a request the server refuses), not time.
+    pub permanent: bool,
+    /// When storing began to fail (since the last entry stored).
+    pub failing_since: Option<std::time::Instant>,
 }
 
 #[derive(Clone)]
@@ -68,7 +73,7 @@ struct Inner {
     spool: PathBuf,
     dir: PathBuf,
     max_bytes: u64,
-    queue: Mutex<VecDeque<Entry>>,
+    queue: Mutex<Queue>,
     wake: Notify,
     backlog: watch::Sender<Backlog>,
     last_seq: AtomicU64,
@@ -110,14 +115,17 @@ impl Outbox {
         let backlog = Backlog {
             entries: entries.len(),
             bytes: entries.iter().map(|e| e.bytes).sum(),
-            failing: None,
+            ..Backlog::default()
         };
         Ok(Outbox {
             inner: Arc::new(Inner {
                 spool: spool.to_owned(),
                 dir,
                 max_bytes,
-                queue: Mutex::new(entries.into()),
+                queue: Mutex::new(Queue {
+                    entries: entries.into(),
+                    claimed: HashSet::new(),
+                }),
                 wake: Notify::new(),
                 backlog: watch::channel(backlog).0,
                 last_seq: AtomicU64::new(0),
@@ -133,7 +141,7 @@ impl Outbox {
 
     /// The entries waiting now, oldest first.
     pub fn entries(&self) -> Vec<Entry> {
-        self.queue().iter().cloned().collect()
+        self.queue().entries.iter().cloned().collect()
     }
 
     pub fn backlog(&self) -> watch::Receiver<Backlog> {
@@ -180,7 +188,7 @@ impl Outbox {
             }
         };
         let bytes = entry.bytes;
-        self.queue().push_back(entry);
+        self.queue().entries.push_back(entry);
         self.inner.backlog.send_modify(|b| {
             b.entries += 1;
             b.bytes += bytes;
@@ -199,39 +207,54 @@ impl Outbox {
         self.commit(tool, record, &log)
     }
 
-    /// The oldest entry, once there is one. It stays in the outbox until [`Outbox::stored`].
-    pub async fn oldest(&self) -> Entry {
+    /// The oldest entry nobody is storing yet, once there is one: it is the caller's to store.
+    /// It stays in the outbox until [`Outbox::stored`]. Meant for one caller at a time (the
+    /// uploader's loop).
+    pub async fn claim(&self) -> Entry {
         loop {
-            if let Some(entry) = self.queue().front().cloned() {
-                return entry;
+            {
+                let mut queue = self.queue();
+                let Queue { entries, claimed } = &mut *queue;
+                if let Some(entry) = entries.iter().find(|e| !claimed.contains(&e.dir)) {
+                    claimed.insert(entry.dir.clone());
+                    return entry.clone();
+                }
             }
             // A commit between the check and here leaves a permit, so no wake-up is lost.
             self.inner.wake.notified().await;
         }
     }
 
-    /// The store has all of `entry` (the oldest): it leaves the outbox.
+    /// The store has all of `entry` (a claimed one): it leaves the outbox.
     pub fn stored(&self, entry: &Entry) {
         if let Err(e) = std::fs::remove_dir_all(&entry.dir) {
             // Stored all the same; a leftover directory is re-published (harmlessly) at the
             // next start.
             tracing::warn!("removing {}: {e}", entry.dir.display());
         }
-        self.queue().pop_front();
+        {
+            let mut queue = self.queue();
+            queue.claimed.remove(&entry.dir);
+            queue.entries.retain(|e| e.dir != entry.dir);
+        }
         self.inner.backlog.send_modify(|b| {
             b.entries -= 1;
             b.bytes -= entry.bytes;
             b.failing = None;
+            b.permanent = false;
+            b.failing_since = None;
         });
     }
 
-    /// Storing the oldest entry failed with `error`; shown in the backlog until one is stored.
-    /// True when it was working until now.
-    pub fn failing(&self, error: &str) -> bool {
+    /// Storing an entry failed with `error` (`permanent`: retrying alone will not help); shown
+    /// in the backlog until an entry is stored. True when it was working until now.
+    pub fn failing(&self, error: &str, permanent: bool) -> bool {
         let first = self.inner.backlog.borrow().failing.is_none();
-        self.inner
-            .backlog
-            .send_modify(|b| b.failing = Some(error.to_owned()));
+        self.inner.backlog.send_modify(|b| {
+            b.failing = Some(error.to_owned());
+            b.permanent = permanent;
+            b.failing_since.get_or_insert_with(std::time::Instant::now);
+        });
         first
     }
 
@@ -241,7 +264,7 @@ impl Outbox {
         let _ = backlog.wait_for(|b| b.entries == 0).await;
     }
 
-    fn queue(&self) -> std::sync::MutexGuard<'_, VecDeque<Entry>> {
+    fn queue(&self) -> std::sync::MutexGuard<'_, Queue> {
         self.inner.queue.lock().expect("outbox lock poisoned")
     }
 
@@ -260,6 +283,12 @@ impl Outbox {
             .expect("the update always succeeds");
         next(last)
     }
+}
+
+/// The entries in commit order, and those the uploader is storing now.
+struct Queue {
+    entries: VecDeque<Entry>,
+    claimed: HashSet<PathBuf>,
 }
 
 fn read_entry(dir: &Path) -> Option<Entry> {
@@ -307,6 +336,37 @@ pub(crate) mod tests {
         outbox
             .commit(Tool::Check, &sample_record(name, "1.0.0"), &path)
             .unwrap();
+    }
+
+    #[test]
+    fn uploads_claim_distinct_entries_and_each_leaves_when_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = Outbox::open(&dir.path().join(".spool"), u64::MAX).unwrap();
+        for name in ["a", "b", "c"] {
+            commit(&outbox, name, "log\n");
+        }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let (a, b) = rt.block_on(async { (outbox.claim().await, outbox.claim().await) });
+        assert_eq!((a.record.name.as_str(), b.record.name.as_str()), ("a", "b"));
+        outbox.stored(&b);
+        let names: Vec<String> = outbox
+            .entries()
+            .iter()
+            .map(|e| e.record.name.clone())
+            .collect();
+        assert_eq!(names, ["a", "c"], "b left, a is still being stored");
+        let c = rt.block_on(outbox.claim());
+        assert_eq!(c.record.name, "c", "a is claimed already");
+        let nothing = rt.block_on(async {
+            tokio::time::timeout(std::time::Duration::from_millis(50), outbox.claim()).await
+        });
+        assert!(nothing.is_err(), "everything is claimed: wait for a commit");
+        outbox.stored(&a);
+        outbox.stored(&c);
+        assert_eq!(outbox.backlog().borrow().entries, 0);
     }
 
     #[test]

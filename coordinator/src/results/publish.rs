@@ -9,7 +9,7 @@
 use crate::results::diagnose::diagnose;
 use crate::results::outbox::Outbox;
 use crate::results::record::ResultRecord;
-use crate::results::spool::Spool;
+use crate::results::spool::SpooledLog;
 use crate::results::verdict::{decide, limit_causes};
 use crater_proto::pb;
 use crater_proto::tool::Tool;
@@ -35,9 +35,14 @@ pub async fn publish(
     outbox: &Outbox,
     job: Job<'_>,
     mut done: pb::JobDone,
-    spool: Spool,
+    log: SpooledLog,
 ) -> anyhow::Result<(Verdict, Option<String>)> {
-    let (path, received, sha, broken) = spool.finish().await?;
+    let SpooledLog {
+        path,
+        len: received,
+        sha256: sha,
+        broken,
+    } = log;
     let problem = match broken {
         Some(broken) => Some(format!("spooling the log failed: {broken}")),
         None => (received != done.log_bytes || sha != done.log_sha256).then(|| {

@@ -3,24 +3,26 @@
 //!
 //! Each agent stream (see [`grpc`](super::grpc)) calls in here as its messages arrive. Logs of
 //! the jobs an agent runs are spooled to disk as they come (the coordinator never holds a whole
-//! log in memory); when a job ends and its lease is still current, its result is published
-//! ([`publish()`]) in a task of its own, so a large log never stalls the agent's stream. A stream
-//! that ends puts its unfinished jobs back in the queue. While more results wait for the store
-//! than `--spool-max-gb` allows, free slots are parked instead of given work, and get it once
-//! the uploads drain.
+//! log in memory), one spool per lease, kept across the agent's reconnections; when a job ends
+//! and its lease is still current, its result is published ([`publish()`]) in a task of its
+//! own, so a large log never stalls the agent's stream, and the agent gets a `DoneAck` once the
+//! result is committed. A stream that ends leaves its agent's leases in place until the lease
+//! timeout: an agent back in time reclaims them and resends its logs from where the spools end.
+//! While more results wait for the store than `--spool-max-gb` allows, free slots are parked
+//! instead of given work, and get it once the uploads drain.
 
 use crate::results::outbox::Outbox;
 use crate::results::publish::{self, publish};
-use crate::results::spool::Spool;
+use crate::results::spool::{self, Spool};
 use crate::serve::metrics::Readings;
-use crate::serve::queue::{ConnId, JobId, JobSource, JobSpec};
+use crate::serve::queue::{ConnId, JobId, JobKey, JobSource, JobSpec};
 use crate::serve::state::{Agent, Sends, State, ToAgent, message};
 use crate::serve::validate;
+use crate::serve::validate::Hello;
 use crater_proto::pb::{self, coordinator_message::Msg as CoordMsg};
 use crater_proto::verdict::Verdict;
 use prometheus_client::metrics::histogram::Histogram;
 use std::collections::HashMap;
-use std::collections::hash_map::Entry;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -38,8 +40,11 @@ pub enum Event {
     },
 }
 
-/// The logs one agent stream is spooling, by (job, attempt).
-pub(super) type Spools = HashMap<(JobId, u32), Spool>;
+/// How often agents send a heartbeat when they have nothing else to say (the Welcome says so).
+const HEARTBEAT_SECS: u32 = 10;
+
+/// A lease's spooled log, shared by the streams of an agent that reconnects.
+type SharedSpool = Arc<tokio::sync::Mutex<Spool>>;
 
 #[derive(Clone)]
 pub struct Coordinator {
@@ -54,22 +59,34 @@ struct Inner {
     started: Instant,
     /// The most log bytes one job may send: its `max_log_bytes` plus the kept tail.
     log_cap: u64,
+    /// The log of every lease that sent some, by (job, attempt).
+    spools: Mutex<HashMap<(JobId, u32), SharedSpool>>,
 }
 
 impl Coordinator {
     /// `lease_timeout`: how long an agent may be silent before its jobs go to others.
+    /// `interrupted`: jobs an earlier coordinator was running when it stopped, held back for
+    /// that long for their agents to take back.
     pub fn new(
         outbox: Outbox,
         limits: pb::Limits,
         lease_timeout: Duration,
         jobs: Vec<JobSpec>,
+        interrupted: &[JobKey],
     ) -> (Coordinator, mpsc::UnboundedReceiver<Event>) {
         let (events, events_rx) = mpsc::unbounded_channel();
         let log_cap = match limits.max_log_bytes {
             0 => u64::MAX,
             max => max.saturating_add(crater_proto::LOG_SLACK_BYTES),
         };
-        let state = State::new(jobs, limits, lease_timeout);
+        let mut state = State::new(jobs, limits, lease_timeout);
+        let reserved = state.reserve(interrupted, Instant::now());
+        if reserved > 0 {
+            tracing::info!(
+                "{reserved} crates were running when the last coordinator stopped: they wait \
+                 {lease_timeout:?} for their agents to take them back"
+            );
+        }
         let (complete, _) = watch::channel(state.is_complete());
         let inner = Inner {
             state: Mutex::new(state),
@@ -78,6 +95,7 @@ impl Coordinator {
             complete,
             started: Instant::now(),
             log_cap,
+            spools: Mutex::new(HashMap::new()),
         };
         let coordinator = Coordinator {
             inner: Arc::new(inner),
@@ -105,6 +123,9 @@ impl Coordinator {
                 );
             }
             send_all(sends).await;
+            for e in expired {
+                self.discard_logs(e.logs).await;
+            }
         }
     }
 
@@ -177,23 +198,63 @@ impl Coordinator {
         self.inner.state.lock().expect("state lock poisoned")
     }
 
-    /// An agent said Hello; `tx` reaches its stream.
-    pub(super) fn connect(&self, hello: &validate::Hello, tx: ToAgent) -> ConnId {
+    /// An agent said Hello; `tx` reaches its stream, which gets the Welcome with the answer
+    /// for every job the agent holds before anything else.
+    pub(super) async fn connect(&self, hello: &Hello, tx: ToAgent) -> ConnId {
         let now = Instant::now();
         let agent = Agent {
+            id: hello.id.clone(),
             name: hello.name.clone(),
             slots: hello.slots,
             tools: hello.tools.iter().cloned().collect(),
             targets: hello.targets.clone(),
-            tx: tx.clone(),
+            tx: Some(tx.clone()),
             connected: now,
             last_heard: now,
         };
-        let (conn, draining) = self.state().connect(agent);
-        if draining {
-            let _ = tx.try_send(Ok(message(CoordMsg::Drain(pb::Drain {}))));
+        let full = self.inner.outbox.over_bound();
+        let connected = {
+            let mut state = self.state();
+            let connected = state.connect(agent, &hello.held, now, full);
+            // Under the lock, so no acknowledgement or Assign for this agent comes first. The
+            // stream's channel is new and has room.
+            let welcome = message(CoordMsg::Welcome(pb::Welcome {
+                coordinator_version: env!("CARGO_PKG_VERSION").to_owned(),
+                heartbeat_interval_secs: HEARTBEAT_SECS,
+                reclaimed: connected.reclaimed.clone(),
+            }));
+            let _ = tx.try_send(Ok(welcome));
+            if connected.draining {
+                let _ = tx.try_send(Ok(message(CoordMsg::Drain(pb::Drain {}))));
+            }
+            connected
+        };
+        let kept = connected.reclaimed.iter().filter(|r| r.keep).count();
+        if !hello.held.is_empty() {
+            tracing::info!(
+                agent = %hello.name,
+                "the agent holds {} jobs: {kept} reclaimed, {} dropped",
+                hello.held.len(),
+                hello.held.len() - kept
+            );
         }
-        conn
+        send_all(connected.sends).await;
+        self.discard_logs(connected.dropped_logs).await;
+        connected.conn
+    }
+
+    fn spools(&self) -> std::sync::MutexGuard<'_, HashMap<(JobId, u32), SharedSpool>> {
+        self.inner.spools.lock().expect("spools lock poisoned")
+    }
+
+    /// Deletes the spooled logs of leases that ended without a result.
+    async fn discard_logs(&self, leases: impl IntoIterator<Item = (JobId, u32)>) {
+        for lease in leases {
+            let spool = self.spools().remove(&lease);
+            if let Some(spool) = spool {
+                spool.lock().await.discard().await;
+            }
+        }
     }
 
     pub(super) async fn on_want_work(&self, conn: ConnId, slot: u32) {
@@ -213,85 +274,69 @@ impl Coordinator {
         }
     }
 
-    fn spool_path(&self, job: JobId, attempt: u32) -> PathBuf {
-        self.inner
-            .outbox
-            .spool_dir()
-            .join(format!("{job}-{attempt}.log"))
+    fn spool_path(&self, (tool, name, version): &JobKey, attempt: u32) -> PathBuf {
+        let file = spool::file_name(*tool, name, version, attempt);
+        self.inner.outbox.spool_dir().join(file)
     }
 
-    pub(super) async fn on_log_chunk(
-        &self,
-        conn: ConnId,
-        spools: &mut Spools,
-        chunk: pb::LogChunk,
-    ) {
-        if !self.state().holds_lease(chunk.job_id, conn, chunk.attempt) {
+    pub(super) async fn on_log_chunk(&self, conn: ConnId, chunk: pb::LogChunk) {
+        let Some(job) = self.state().leased_key(chunk.job_id, conn, chunk.attempt) else {
             tracing::debug!(
                 job = chunk.job_id,
                 "log for a job this agent no longer holds"
             );
             return;
-        }
-        let key = (chunk.job_id, chunk.attempt);
-        let spool = match spools.entry(key) {
-            Entry::Occupied(entry) => entry.into_mut(),
-            Entry::Vacant(entry) => {
-                let path = self.spool_path(chunk.job_id, chunk.attempt);
-                match Spool::create(path, self.inner.log_cap).await {
-                    Ok(spool) => entry.insert(spool),
-                    Err(e) => {
-                        tracing::error!("cannot spool a log: {e}");
-                        return;
-                    }
-                }
-            }
         };
+        let key = (chunk.job_id, chunk.attempt);
+        let spool = self
+            .spools()
+            .entry(key)
+            .or_insert_with(|| {
+                let path = self.spool_path(&job, chunk.attempt);
+                Arc::new(tokio::sync::Mutex::new(Spool::new(
+                    path,
+                    self.inner.log_cap,
+                )))
+            })
+            .clone();
+        let mut spool = spool.lock().await;
         if spool.broken.is_some() {
             return; // said once; the result will be an error with the reason
         }
+        let before = spool.spooled();
         if let Err(e) = spool.append(chunk.offset, &chunk.data).await {
             tracing::error!(job = chunk.job_id, "spooling the log: {e}");
             spool.broken = Some(e.to_string());
             return;
         }
-        self.state().logged(chunk.job_id, chunk.data.len() as u64);
+        self.state().logged(chunk.job_id, spool.spooled() - before);
     }
 
-    pub(super) async fn on_job_done(
-        &self,
-        conn: ConnId,
-        spools: &mut Spools,
-        mut done: pb::JobDone,
-    ) {
+    pub(super) async fn on_job_done(&self, conn: ConnId, mut done: pb::JobDone) {
         validate::job_done(&mut done);
         let key = (done.job_id, done.attempt);
-        let spool = spools.remove(&key);
-        let lease_holder = self.state().begin_finish(done.job_id, conn, done.attempt);
-        let Some((spec, agent)) = lease_holder else {
+        let finishing = self.state().begin_finish(done.job_id, conn, done.attempt);
+        let Some(finishing) = finishing else {
+            // Its spool, if any, is not this connection's to touch: it may be the log of the
+            // lease holder (a forged JobDone), and an ended lease's log goes when it ends.
             tracing::debug!(job = done.job_id, "ignoring the result of a stale attempt");
-            if let Some(spool) = spool {
-                spool.discard().await;
-            }
+            // The agent may forget it: nothing will ever take it.
+            let tx = self.state().conn_tx(conn);
+            acknowledge(tx, key, false).await;
             return;
         };
-        let spool = match spool {
-            Some(spool) => spool,
-            None => match Spool::create(
-                self.spool_path(done.job_id, done.attempt),
+        let spool = self.spools().remove(&key).unwrap_or_else(|| {
+            let spec = &finishing.spec;
+            let key = (spec.tool, spec.name.clone(), spec.version.clone());
+            let path = self.spool_path(&key, done.attempt);
+            Arc::new(tokio::sync::Mutex::new(Spool::new(
+                path,
                 self.inner.log_cap,
-            )
-            .await
-            {
-                Ok(spool) => spool,
-                Err(e) => {
-                    self.finished(done.job_id, &spec, Err(e.into()), Duration::ZERO);
-                    return;
-                }
-            },
-        };
+            )))
+        });
         let this = self.clone();
         tokio::spawn(async move {
+            let spec = &finishing.spec;
             let duration = Duration::from_millis(done.duration_ms);
             let source = match &spec.source {
                 JobSource::Registry { .. } => "crates.io".to_owned(),
@@ -303,10 +348,18 @@ impl Coordinator {
                 tool: spec.tool,
                 target: &spec.target,
                 source: &source,
-                agent: &agent,
+                agent: &finishing.agent_name,
             };
-            let published = publish(&this.inner.outbox, job, done, spool).await;
-            this.finished(key.0, &spec, published, duration);
+            let log = spool.lock().await.finish().await;
+            let published = match log {
+                Ok(log) => publish(&this.inner.outbox, job, done, log).await,
+                Err(e) => Err(e.into()),
+            };
+            let stored = published.is_ok();
+            this.finished(key.0, spec, published, duration);
+            // To the agent's current stream: it may have reconnected meanwhile.
+            let tx = this.state().agent_tx(&finishing.agent_id);
+            acknowledge(tx, key, stored).await;
         });
     }
 
@@ -344,35 +397,45 @@ impl Coordinator {
     }
 
     /// The agent gave a job back unfinished: its log so far is dropped, the job goes to another.
-    pub(super) async fn on_release(&self, conn: ConnId, spools: &mut Spools, release: pb::Release) {
-        if let Some(spool) = spools.remove(&(release.job_id, release.attempt)) {
-            spool.discard().await;
-        }
+    pub(super) async fn on_release(&self, conn: ConnId, release: pb::Release) {
         let full = self.inner.outbox.over_bound();
-        let sends =
+        let released =
             (self.state()).release(release.job_id, conn, release.attempt, Instant::now(), full);
+        // Only the holder's Release ends the lease, and with it the log.
+        let Some(sends) = released else { return };
         tracing::info!(
             job = release.job_id,
             "an agent gave its job back: it goes to another"
         );
         send_all(sends).await;
+        self.discard_logs([(release.job_id, release.attempt)]).await;
     }
 
-    pub(super) async fn on_disconnect(&self, conn: ConnId, spools: Spools) {
-        for (_, spool) in spools {
-            spool.discard().await;
-        }
-        let full = self.inner.outbox.over_bound();
-        let lost = self.state().disconnect(conn, Instant::now(), full);
-        if lost.requeued > 0 {
+    /// `conn`'s stream ended. Its agent keeps its jobs for the lease timeout, in case it is back.
+    pub(super) fn on_disconnect(&self, conn: ConnId) {
+        if let Some((agent, keeps)) = self.state().disconnect(conn)
+            && keeps > 0
+        {
             tracing::warn!(
-                agent = lost.agent.as_deref().unwrap_or("?"),
-                "agent lost with {} running jobs; they go back to the queue",
-                lost.requeued
+                agent = %agent,
+                "lost the connection to an agent with {keeps} running jobs; they go to others \
+                 if it is not back within the lease timeout"
             );
         }
-        send_all(lost.sends).await;
     }
+}
+
+/// Tells an agent it may forget a job (its result committed, or of no use).
+async fn acknowledge(tx: Option<ToAgent>, (job_id, attempt): (JobId, u32), stored: bool) {
+    let Some(tx) = tx else { return };
+    let ack = message(CoordMsg::DoneAck(pb::DoneAck {
+        job_id,
+        attempt,
+        stored,
+    }));
+    // An agent that stopped reading does not hold this task for long; it asks again when it
+    // reconnects.
+    let _ = tokio::time::timeout(Duration::from_secs(10), tx.send(Ok(ack))).await;
 }
 
 async fn send_all(sends: Sends) {

@@ -5,22 +5,17 @@
 //! [`HELLO_TIMEOUT`], the same protocol version, sane fields: [`validate`](super::validate)), the
 //! stream gets a task of its own, and every later message becomes one call; what the messages
 //! mean is decided in [`coordinator`](super::coordinator) and [`state`](super::state). Every
-//! message renews the agent's leases; a stream whose agent expired is closed, and a second Hello
-//! ends the stream.
+//! message renews the agent's leases; a stream whose agent expired (or came back on a newer
+//! stream) is closed, and a second Hello ends the stream.
 
-use crate::serve::coordinator::{Coordinator, Spools};
+use crate::serve::coordinator::Coordinator;
 use crate::serve::queue::ConnId;
-use crate::serve::state::message;
 use crate::serve::validate;
-use crater_proto::pb::{
-    self, agent_message::Msg as AgentMsg, coordinator_message::Msg as CoordMsg,
-};
+use crater_proto::pb::{self, agent_message::Msg as AgentMsg};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
-
-const HEARTBEAT_SECS: u32 = 10;
 
 /// A connection that has not said Hello by then is closed.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -35,7 +30,6 @@ impl Coordinator {
 
     /// Reads one agent's stream until it ends.
     async fn serve_agent(self, conn: ConnId, mut inbound: Streaming<pb::AgentMessage>) {
-        let mut spools = Spools::new();
         loop {
             let message = match inbound.message().await {
                 Ok(Some(m)) => m,
@@ -57,9 +51,9 @@ impl Coordinator {
             }
             match message.msg {
                 Some(AgentMsg::WantWork(w)) => self.on_want_work(conn, w.slot).await,
-                Some(AgentMsg::LogChunk(c)) => self.on_log_chunk(conn, &mut spools, c).await,
-                Some(AgentMsg::JobDone(d)) => self.on_job_done(conn, &mut spools, d).await,
-                Some(AgentMsg::Release(r)) => self.on_release(conn, &mut spools, r).await,
+                Some(AgentMsg::LogChunk(c)) => self.on_log_chunk(conn, c).await,
+                Some(AgentMsg::JobDone(d)) => self.on_job_done(conn, d).await,
+                Some(AgentMsg::Release(r)) => self.on_release(conn, r).await,
                 Some(AgentMsg::Heartbeat(_)) | None => {}
                 Some(AgentMsg::Hello(_)) => {
                     tracing::warn!(conn, "a second Hello: closing the stream");
@@ -67,7 +61,7 @@ impl Coordinator {
                 }
             }
         }
-        self.on_disconnect(conn, spools).await;
+        self.on_disconnect(conn);
     }
 }
 
@@ -112,12 +106,7 @@ impl pb::coordinator_server::Coordinator for Coordinator {
         // Room for an Assign to every slot and then some: an agent whose queue still fills up has
         // stopped reading.
         let (tx, rx) = mpsc::channel(2 * hello.slots as usize + 16);
-        let welcome = message(CoordMsg::Welcome(pb::Welcome {
-            coordinator_version: env!("CARGO_PKG_VERSION").to_owned(),
-            heartbeat_interval_secs: HEARTBEAT_SECS,
-        }));
-        tx.send(Ok(welcome)).await.expect("the receiver is here");
-        let conn = self.connect(&hello, tx);
+        let conn = self.connect(&hello, tx).await;
         tracing::info!(conn, agent = %hello.name, slots = hello.slots, "agent connected");
         tokio::spawn(self.clone().serve_agent(conn, inbound));
         Ok(Response::new(ReceiverStream::new(rx)))

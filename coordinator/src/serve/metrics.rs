@@ -42,9 +42,12 @@ pub struct Readings {
     pub agents_connected: u64,
     pub store_backlog_results: u64,
     pub store_backlog_bytes: u64,
+    /// Seconds storing has been failing (0: it works).
+    pub store_failing_secs: u64,
     pub verdicts: BTreeMap<Verdict, u64>,
     pub leases_expired: u64,
     pub leases_released: u64,
+    pub leases_reclaimed: u64,
     pub results_discarded: u64,
     pub log_bytes_received: u64,
 }
@@ -118,6 +121,11 @@ impl Collector for ReadAtScrape {
                 "Bytes of finished results in the spool, waiting for the store",
                 r.store_backlog_bytes,
             ),
+            (
+                "store_failing_seconds",
+                "How long storing results has been failing (0 while it works); `status` says why",
+                r.store_failing_secs,
+            ),
         ];
         for (name, help, value) in gauges {
             let gauge = ConstGauge::new(value as i64);
@@ -149,10 +157,9 @@ impl Collector for ReadAtScrape {
             ),
             (
                 "leases_reclaimed",
-                "Leases an agent took back after reconnecting. Always 0: reclaiming leases \
-                 after a reconnect is not built yet, so a reconnecting agent's jobs are queued \
-                 again instead",
-                0,
+                "Jobs an agent kept running and took back when it connected again, to this \
+                 coordinator or to a restarted one",
+                r.leases_reclaimed,
             ),
             (
                 "results_discarded",
@@ -207,11 +214,12 @@ mod tests {
         // The receiver is dropped: State only clones the sender into the messages it returns.
         let (tx, _) = tokio::sync::mpsc::channel(8);
         Agent {
+            id: name.into(),
             name: name.into(),
             slots: 1,
             tools: ["check".to_owned()].into(),
             targets: vec!["x86_64-unknown-linux-gnu".into()],
-            tx,
+            tx: Some(tx),
             connected: at,
             last_heard: at,
         }
@@ -246,9 +254,9 @@ mod tests {
             histogram,
         );
         let mut s = state.lock().unwrap();
-        let (one, _) = s.connect(agent("one", at(0)));
-        let (two, _) = s.connect(agent("two", at(0)));
-        let (three, _) = s.connect(agent("three", at(0)));
+        let one = s.join(agent("one", at(0)));
+        let two = s.join(agent("two", at(0)));
+        let three = s.join(agent("three", at(0)));
         assert!(
             s.want_work(one, 0, at(0), false).assign.is_some(),
             "a at once"
@@ -263,7 +271,7 @@ mod tests {
         );
         s.logged(0, 300);
         // Agent one gives a back 30 s later: the parked slot gets it, having waited 30 s.
-        assert_eq!(s.release(0, one, 1, at(40), false).len(), 1);
+        assert_eq!(s.release(0, one, 1, at(40), false).unwrap().len(), 1);
         assert!(
             s.begin_finish(0, one, 1).is_none(),
             "a late result of the released lease"

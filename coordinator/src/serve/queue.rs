@@ -3,10 +3,12 @@
 //! Jobs are handed out one at a time, to one free slot each, and a slot holds at most one job: a
 //! slot that asks again while it holds one gets nothing. A job is leased to (connection, slot,
 //! attempt); only a `JobDone` that matches the current lease finishes it, so a late answer from
-//! an earlier attempt is ignored and a result is published at most once. When a connection goes
-//! away (its stream ended, or its agent fell silent past the lease timeout) its jobs go back to
-//! the *front* of the queue with the attempt raised. This module is pure bookkeeping (no I/O;
-//! the time is an argument), so the rules are unit-tested directly.
+//! an earlier attempt is ignored and a result is published at most once. When a connection is
+//! given up (its agent fell silent past the lease timeout) its jobs go back to the *front* of the
+//! queue with the attempt raised. An agent that comes back on a new connection takes its leases
+//! with it ([`Queue::transfer`]); after a coordinator restart it finds its jobs by tool, crate and
+//! version ([`Queue::reclaim`]). This module is pure bookkeeping (no I/O; the time is an
+//! argument), so the rules are unit-tested directly.
 
 use bytes::Bytes;
 use crater_proto::tool::Tool;
@@ -94,11 +96,21 @@ pub struct Queue {
     done: usize,
     /// The job each busy slot holds, so "one job a slot" is O(1) too.
     busy: HashMap<(ConnId, u32), JobId>,
+    /// Jobs by what they are, for agents that held them across a coordinator restart.
+    by_key: HashMap<JobKey, JobId>,
+    /// Jobs that were running when an earlier coordinator stopped, held back until then for
+    /// the agents running them to take back (see [`Queue::reserve`]).
+    reserved: HashMap<JobId, Instant>,
 }
+
+/// What a job is, independent of any coordinator process: its tool, crate and version.
+pub type JobKey = (Tool, String, String);
 
 impl Queue {
     pub fn push(&mut self, spec: JobSpec) -> JobId {
         let id = self.jobs.len() as JobId;
+        let key = (spec.tool, spec.name.clone(), spec.version.clone());
+        self.by_key.entry(key).or_insert(id);
         self.jobs.push(JobEntry {
             spec,
             attempt: 1,
@@ -127,7 +139,7 @@ impl Queue {
         let found = self
             .pending
             .iter()
-            .position(|&id| can_run(&self.jobs[id as usize].spec));
+            .position(|&id| self.is_available(id, now) && can_run(&self.jobs[id as usize].spec));
         match found {
             Some(pos) => {
                 let id = self.pending.remove(pos).expect("position is in range");
@@ -152,6 +164,7 @@ impl Queue {
         asked: Instant,
         now: Instant,
     ) -> Assignment {
+        self.reserved.remove(&id);
         let job = &mut self.jobs[id as usize];
         let attempt = job.attempt;
         job.attempt += 1;
@@ -181,10 +194,9 @@ impl Queue {
         let mut out = Vec::new();
         let mut still_waiting = VecDeque::new();
         while let Some((conn, slot, asked)) = self.waiting.pop_front() {
-            let found = self
-                .pending
-                .iter()
-                .position(|&id| can_run(conn, &self.jobs[id as usize].spec));
+            let found = self.pending.iter().position(|&id| {
+                self.is_available(id, now) && can_run(conn, &self.jobs[id as usize].spec)
+            });
             match found {
                 Some(pos) => {
                     let id = self.pending.remove(pos).expect("position is in range");
@@ -195,6 +207,114 @@ impl Queue {
         }
         self.waiting = still_waiting;
         out
+    }
+
+    /// Moves the lease of `job`'s `attempt` from connection `from` to `to` (the same agent,
+    /// connected again), into `slot`. A `running` job occupies the slot; a finished one (its
+    /// JobDone still to come) does not. Returns the log bytes received so far, or `None` when
+    /// `from` does not hold that lease or the slot already holds another running job.
+    pub fn transfer(
+        &mut self,
+        job: JobId,
+        attempt: u32,
+        from: ConnId,
+        to: ConnId,
+        slot: u32,
+        running: bool,
+    ) -> Option<u64> {
+        let old_slot = match self.job(job).map(|j| &j.state) {
+            Some(JobState::Leased(l)) if l.conn == from && l.attempt == attempt => l.slot,
+            _ => return None,
+        };
+        if running && self.busy.contains_key(&(to, slot)) {
+            return None;
+        }
+        self.free_slot(from, old_slot, job);
+        if running {
+            self.busy.insert((to, slot), job);
+        }
+        let JobState::Leased(lease) = &mut self.jobs[job as usize].state else {
+            unreachable!("matched above")
+        };
+        lease.conn = to;
+        lease.slot = slot;
+        Some(lease.log_bytes)
+    }
+
+    /// Leases the queued job `key` to `conn`'s `slot` at `now`, for an agent that has been running
+    /// it since before this coordinator started. `None` when there is no such job, it is not
+    /// queued (finished, or another agent has it), or a `running` job finds its slot taken.
+    pub fn reclaim(
+        &mut self,
+        key: &JobKey,
+        conn: ConnId,
+        slot: u32,
+        running: bool,
+        now: Instant,
+    ) -> Option<Assignment> {
+        let &id = self.by_key.get(key)?;
+        if !matches!(self.jobs[id as usize].state, JobState::Queued)
+            || (running && self.busy.contains_key(&(conn, slot)))
+        {
+            return None;
+        }
+        let pos = self.pending.iter().position(|&p| p == id)?;
+        self.pending.remove(pos);
+        let assignment = self.lease(id, conn, slot, now, now);
+        if !running {
+            self.free_slot(conn, slot, id);
+        }
+        Some(assignment)
+    }
+
+    /// Holds the queued job `key` back from free slots until `until`: it was running when an
+    /// earlier coordinator stopped, and its agent, reconnecting, takes it back
+    /// ([`Queue::reclaim`]); if it is not back by then, the job goes to anyone. False when there
+    /// is no such queued job.
+    pub fn reserve(&mut self, key: &JobKey, until: Instant) -> bool {
+        match self.by_key.get(key) {
+            Some(&id) if matches!(self.jobs[id as usize].state, JobState::Queued) => {
+                self.reserved.insert(id, until);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Ends the reservations that ran out by `now`; true if any did (their jobs are free now).
+    pub fn lapse_reservations(&mut self, now: Instant) -> bool {
+        let before = self.reserved.len();
+        self.reserved.retain(|_, until| now < *until);
+        self.reserved.len() < before
+    }
+
+    fn is_available(&self, id: JobId, now: Instant) -> bool {
+        self.reserved.get(&id).is_none_or(|&until| now >= until)
+    }
+
+    /// Whether `job`'s result is stored or being stored.
+    pub fn is_finished(&self, job: JobId) -> bool {
+        matches!(
+            self.job(job).map(|j| &j.state),
+            Some(JobState::Finishing | JobState::Done(_))
+        )
+    }
+
+    /// The job a key names, if this queue has it.
+    pub fn find(&self, key: &JobKey) -> Option<JobId> {
+        self.by_key.get(key).copied()
+    }
+
+    /// Frees `conn`'s `slot` if `job` is what occupies it.
+    fn free_slot(&mut self, conn: ConnId, slot: u32, job: JobId) {
+        if self.busy.get(&(conn, slot)) == Some(&job) {
+            self.busy.remove(&(conn, slot));
+        }
+    }
+
+    /// `conn`'s slots wait for work no longer (its stream ended); its leases stay.
+    pub fn forget_waiting(&mut self, conn: ConnId) {
+        self.waiting.retain(|&(c, _, _)| c != conn);
     }
 
     /// Whether `job` is leased to exactly this connection and attempt.
@@ -210,7 +330,7 @@ impl Queue {
             Some(JobState::Leased(l)) if l.conn == conn && l.attempt == attempt => l.slot,
             _ => return false,
         };
-        self.busy.remove(&(conn, slot));
+        self.free_slot(conn, slot, job);
         self.jobs[job as usize].state = JobState::Finishing;
         true
     }
@@ -243,30 +363,28 @@ impl Queue {
             Some(JobState::Leased(l)) if l.conn == conn && l.attempt == attempt => l.slot,
             _ => return false,
         };
-        self.busy.remove(&(conn, slot));
+        self.free_slot(conn, slot, job);
         self.jobs[job as usize].state = JobState::Queued;
         self.pending.push_front(job);
         true
     }
 
-    /// A connection is gone: its leased jobs go back to the front of the queue (in their order),
-    /// and its waiting slots are forgotten. Returns the requeued jobs.
-    pub fn drop_connection(&mut self, conn: ConnId) -> Vec<JobId> {
+    /// A connection is given up: its leased jobs go back to the front of the queue (in their
+    /// order), and its waiting slots are forgotten. Returns the requeued jobs with the attempt
+    /// each had.
+    pub fn drop_connection(&mut self, conn: ConnId) -> Vec<(JobId, u32)> {
         self.waiting.retain(|&(c, _, _)| c != conn);
         self.busy.retain(|&(c, _), _| c != conn);
-        let mut requeued: Vec<JobId> = self
-            .jobs
-            .iter()
-            .enumerate()
-            .filter(|(_, j)| matches!(&j.state, JobState::Leased(l) if l.conn == conn))
-            .map(|(id, _)| id as JobId)
+        let mut requeued: Vec<(JobId, u32)> = self
+            .running()
+            .filter(|(_, _, lease)| lease.conn == conn)
+            .map(|(id, _, lease)| (id, lease.attempt))
             .collect();
-        requeued.sort_by_key(|&id| std::cmp::Reverse(id));
-        for &id in &requeued {
+        for &(id, _) in requeued.iter().rev() {
             self.jobs[id as usize].state = JobState::Queued;
             self.pending.push_front(id);
         }
-        requeued.reverse();
+        requeued.sort();
         requeued
     }
 
@@ -301,182 +419,4 @@ impl Queue {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn spec(name: &str) -> JobSpec {
-        JobSpec {
-            name: name.into(),
-            version: "1.0.0".into(),
-            source: JobSource::Registry {
-                checksum: "00".into(),
-            },
-            tool: Tool::Check,
-            target: String::new(),
-        }
-    }
-
-    fn any(_: &JobSpec) -> bool {
-        true
-    }
-
-    fn now() -> Instant {
-        Instant::now()
-    }
-
-    #[test]
-    fn hands_out_one_job_per_free_slot_in_order() {
-        let mut q = Queue::default();
-        let a = q.push(spec("a"));
-        let b = q.push(spec("b"));
-        let first = q.want_work(1, 0, now(), any).unwrap();
-        let second = q.want_work(1, 1, now(), any).unwrap();
-        assert_eq!((first.job, first.slot, first.attempt), (a, 0, 1));
-        assert_eq!((second.job, second.slot), (b, 1));
-        assert_eq!(
-            q.want_work(2, 0, now(), any),
-            None,
-            "nothing left: the slot waits"
-        );
-        assert_eq!(
-            q.counts(),
-            Counts {
-                queued: 0,
-                running: 2,
-                finished: 0,
-                total: 2
-            }
-        );
-    }
-
-    #[test]
-    fn only_the_current_lease_finishes_a_job_and_only_once() {
-        let mut q = Queue::default();
-        let a = q.push(spec("a"));
-        let lease = q.want_work(1, 0, now(), any).unwrap();
-        assert!(!q.begin_finish(a, 2, lease.attempt), "another connection");
-        assert!(!q.begin_finish(a, 1, lease.attempt + 1), "another attempt");
-        assert!(q.begin_finish(a, 1, lease.attempt));
-        assert!(!q.begin_finish(a, 1, lease.attempt), "a duplicate JobDone");
-        q.mark_done(a, Verdict::Pass);
-        q.mark_done(a, Verdict::Pass);
-        assert!(q.is_complete());
-        assert_eq!(q.counts().finished, 1, "done once, counted once");
-    }
-
-    #[test]
-    fn a_lost_connection_requeues_its_jobs_at_the_front_with_a_new_attempt() {
-        let mut q = Queue::default();
-        let a = q.push(spec("a"));
-        let b = q.push(spec("b"));
-        let c = q.push(spec("c"));
-        q.want_work(1, 0, now(), any).unwrap(); // a on conn 1
-        q.want_work(2, 0, now(), any).unwrap(); // b on conn 2
-        q.want_work(1, 1, now(), any).unwrap(); // c on conn 1
-        assert_eq!(q.drop_connection(1), vec![a, c]);
-        // The late answer of the dead attempt is ignored.
-        assert!(!q.begin_finish(a, 1, 1));
-        let again = q.want_work(2, 1, now(), any).unwrap();
-        assert_eq!((again.job, again.attempt), (a, 2));
-        let next = q.want_work(3, 0, now(), any).unwrap();
-        assert_eq!(next.job, c);
-        assert!(q.holds_lease(b, 2, 1));
-    }
-
-    #[test]
-    fn waiting_slots_get_requeued_jobs() {
-        let mut q = Queue::default();
-        let a = q.push(spec("a"));
-        q.want_work(1, 0, now(), any).unwrap();
-        assert_eq!(q.want_work(2, 0, now(), any), None);
-        assert_eq!(
-            q.want_work(2, 0, now(), any),
-            None,
-            "asking twice waits once"
-        );
-        q.drop_connection(1);
-        let handed = q.assign_waiting(now(), |_, _| true);
-        assert_eq!(
-            handed
-                .iter()
-                .map(|h| (h.conn, h.slot, h.job, h.attempt))
-                .collect::<Vec<_>>(),
-            vec![(2, 0, a, 2)]
-        );
-        assert!(q.assign_waiting(now(), |_, _| true).is_empty());
-    }
-
-    #[test]
-    fn an_assignment_says_when_its_slot_first_asked() {
-        let start = now();
-        let at = |secs| start + std::time::Duration::from_secs(secs);
-        let mut q = Queue::default();
-        let a = q.push(spec("a"));
-        let b = q.push(spec("b"));
-        assert_eq!(
-            q.want_work(1, 0, at(0), any).unwrap().asked,
-            at(0),
-            "at once"
-        );
-        q.want_work(2, 0, at(1), any).unwrap();
-        assert_eq!(q.want_work(3, 0, at(2), any), None);
-        assert_eq!(q.want_work(3, 0, at(7), any), None, "asking again");
-        assert!(q.release(a, 1, 1));
-        let handed = q.assign_waiting(at(32), |_, _| true);
-        assert_eq!((handed[0].job, handed[0].asked), (a, at(2)));
-        assert!(q.holds_lease(b, 2, 1));
-    }
-
-    #[test]
-    fn a_released_job_goes_first_to_the_next_slot_with_a_new_attempt() {
-        let mut q = Queue::default();
-        let a = q.push(spec("a"));
-        let b = q.push(spec("b"));
-        let lease = q.want_work(1, 0, now(), any).unwrap();
-        assert!(!q.release(a, 2, lease.attempt), "not the holder");
-        assert!(q.release(a, 1, lease.attempt));
-        assert!(!q.release(a, 1, lease.attempt), "once");
-        let again = q.want_work(2, 0, now(), any).unwrap();
-        assert_eq!((again.job, again.attempt), (a, 2), "before b");
-        assert!(
-            !q.begin_finish(a, 1, 1),
-            "the released attempt cannot finish it"
-        );
-        assert_eq!(
-            q.want_work(1, 0, now(), any).unwrap().job,
-            b,
-            "the slot is free"
-        );
-    }
-
-    #[test]
-    fn a_slot_holds_one_job_however_often_it_asks() {
-        let mut q = Queue::default();
-        for name in ["a", "b", "c"] {
-            q.push(spec(name));
-        }
-        let first = q.want_work(1, 0, now(), any).unwrap();
-        for _ in 0..600 {
-            assert_eq!(q.want_work(1, 0, now(), any), None);
-        }
-        assert_eq!(q.counts().running, 1, "600 asks, one lease");
-        assert!(q.begin_finish(first.job, 1, first.attempt));
-        assert!(
-            q.want_work(1, 0, now(), any).is_some(),
-            "free again once done"
-        );
-    }
-
-    #[test]
-    fn a_slot_only_gets_jobs_its_agent_can_run() {
-        let mut q = Queue::default();
-        let mut test_job = spec("t");
-        test_job.tool = Tool::Test;
-        let t = q.push(test_job);
-        let c = q.push(spec("c"));
-        let only_check = |s: &JobSpec| s.tool == Tool::Check;
-        assert_eq!(q.want_work(1, 0, now(), only_check).unwrap().job, c);
-        assert_eq!(q.want_work(1, 1, now(), only_check), None);
-        assert_eq!(q.want_work(2, 0, now(), any).unwrap().job, t);
-    }
-}
+mod tests;

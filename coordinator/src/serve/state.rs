@@ -10,7 +10,8 @@
 
 use crate::results::outbox::Backlog;
 use crate::serve::metrics::{self, Readings};
-use crate::serve::queue::{Assignment, ConnId, JobId, JobSource, JobSpec, Queue};
+use crate::serve::queue::{Assignment, ConnId, JobId, JobKey, JobSource, JobSpec, Queue};
+use crate::serve::validate::HeldJob;
 use crater_proto::pb::{self, coordinator_message::Msg as CoordMsg};
 use crater_proto::verdict::Verdict;
 use prometheus_client::metrics::histogram::Histogram;
@@ -26,12 +27,17 @@ pub type Sends = Vec<(ToAgent, pb::CoordinatorMessage)>;
 
 /// A connected agent, as its Hello described it.
 pub struct Agent {
+    /// Its `agent_id`: the same on every connection of one agent process. Empty in a Hello: the
+    /// state gives it one of its own, so nobody can take its leases.
+    pub id: String,
     pub name: String,
     pub slots: u32,
     pub tools: HashSet<String>,
     /// The first is the agent's host target, used for jobs that name none.
     pub targets: Vec<String>,
-    pub tx: ToAgent,
+    /// `None` once its stream ended: it is lost, and keeps its leases until the lease timeout
+    /// passes, in case it comes back on a new connection.
+    pub tx: Option<ToAgent>,
     pub connected: Instant,
     /// The agent's last message; every message renews its leases.
     pub last_heard: Instant,
@@ -54,6 +60,8 @@ pub struct State {
     results_discarded: u64,
     /// Jobs their agents gave back unfinished (`Release`).
     leases_released: u64,
+    /// Jobs an agent took back when it connected again, or after a coordinator restart.
+    leases_reclaimed: u64,
     /// Log bytes spooled for current leases.
     log_bytes_received: u64,
     /// How long free slots waited for their jobs. Shared with the metrics registry, which reads
@@ -74,15 +82,28 @@ pub struct Expired {
     pub agent: String,
     pub requeued: usize,
     pub silent_for: Duration,
+    /// The (job, attempt) of each lease it lost: their spooled logs are of no use now.
+    pub logs: Vec<(JobId, u32)>,
 }
 
-/// What a lost connection changed.
-pub struct Disconnected {
-    /// The agent's name, if it had said Hello.
-    pub agent: Option<String>,
-    /// Its running jobs, back in the queue.
-    pub requeued: usize,
-    /// Work for other agents' parked slots.
+/// A job an agent holds that the job's lease was done with: its result, if any, goes nowhere.
+pub struct Finishing {
+    pub spec: JobSpec,
+    pub agent_name: String,
+    pub agent_id: String,
+}
+
+/// What an agent's Hello changed.
+pub struct Connected {
+    pub conn: ConnId,
+    /// The coordinator is draining: tell the agent at once.
+    pub draining: bool,
+    /// One answer for each job it said it holds, in the Hello's order; `resend_from` is what
+    /// the state counted, which the caller may correct from the spooled log.
+    pub reclaimed: Vec<pb::Reclaim>,
+    /// Leases of its earlier connection it no longer has: their spooled logs are of no use.
+    pub dropped_logs: Vec<(JobId, u32)>,
+    /// Work for parked slots, if jobs went back to the queue.
     pub sends: Sends,
 }
 
@@ -105,9 +126,20 @@ impl State {
             leases_expired: 0,
             results_discarded: 0,
             leases_released: 0,
+            leases_reclaimed: 0,
             log_bytes_received: 0,
             assign_wait: metrics::assign_wait_histogram(),
         }
+    }
+
+    /// Holds back the jobs `keys` until the lease timeout from `now` has passed: they were
+    /// running when an earlier coordinator stopped, and their agents may come back for them.
+    /// Returns how many of them are queued here.
+    pub fn reserve(&mut self, keys: &[JobKey], now: Instant) -> usize {
+        let until = now + self.lease_timeout;
+        keys.iter()
+            .filter(|key| self.queue.reserve(key, until))
+            .count()
     }
 
     /// A message from `conn` arrived: its agent is alive and its leases are renewed. False when
@@ -135,15 +167,17 @@ impl State {
         let mut expired = Vec::new();
         for conn in silent {
             let agent = self.agents.remove(&conn).expect("listed above");
-            let requeued = self.queue.drop_connection(conn).len();
-            self.leases_expired += requeued as u64;
+            let logs = self.queue.drop_connection(conn);
+            self.leases_expired += logs.len() as u64;
             expired.push(Expired {
                 agent: agent.name,
-                requeued,
+                requeued: logs.len(),
                 silent_for: now.saturating_duration_since(agent.last_heard),
+                logs,
             });
         }
-        let sends = if expired.is_empty() {
+        let lapsed = self.queue.lapse_reservations(now);
+        let sends = if expired.is_empty() && !lapsed {
             Vec::new()
         } else {
             self.assign_waiting(now, full)
@@ -151,8 +185,104 @@ impl State {
         (expired, sends)
     }
 
+    /// `conn`'s agent said Hello, holding `held` from an earlier connection or an earlier
+    /// coordinator. The same agent's earlier connection (its stream ended, or not noticed yet)
+    /// is replaced: the leases the agent still holds move to `conn`, the rest go back to the
+    /// queue. A held job that is not leased here (a coordinator restart, or its lease expired)
+    /// is taken back if it is still queued. Anything else the agent must drop.
+    pub fn connect(
+        &mut self,
+        mut agent: Agent,
+        held: &[HeldJob],
+        now: Instant,
+        full: bool,
+    ) -> Connected {
+        let conn = self.next_conn;
+        self.next_conn += 1;
+        if agent.id.is_empty() {
+            agent.id = format!("connection {conn}");
+        }
+        let earlier: Vec<ConnId> = (self.agents.iter())
+            .filter(|(_, a)| a.id == agent.id)
+            .map(|(&c, _)| c)
+            .collect();
+        self.agents.insert(conn, agent);
+        // Running jobs first, so a slot is theirs before a finished job of the same slot moves.
+        let mut order: Vec<usize> = (0..held.len()).collect();
+        order.sort_by_key(|&i| held[i].finished);
+        let mut reclaimed = vec![pb::Reclaim::default(); held.len()];
+        for i in order {
+            let h = &held[i];
+            let running = !h.finished;
+            let moved = (earlier.iter()).find_map(|&old| {
+                let bytes = self
+                    .queue
+                    .transfer(h.job_id, h.attempt, old, conn, h.slot, running)?;
+                Some((h.job_id, h.attempt, bytes))
+            });
+            let kept = moved.or_else(|| {
+                let a = self.queue.reclaim(&h.key, conn, h.slot, running, now)?;
+                Some((a.job, a.attempt, 0))
+            });
+            if kept.is_some() {
+                self.leases_reclaimed += 1;
+            } else if h.finished
+                && (self.queue.find(&h.key)).is_some_and(|j| !self.queue.is_finished(j))
+            {
+                // A result for a lease another agent holds now: never stored.
+                self.results_discarded += 1;
+            }
+            let (job_id, attempt, resend_from) = kept.unwrap_or_default();
+            reclaimed[i] = pb::Reclaim {
+                held_job_id: h.job_id,
+                held_attempt: h.attempt,
+                keep: kept.is_some(),
+                job_id,
+                attempt,
+                resend_from,
+            };
+        }
+        let mut dropped_logs = Vec::new();
+        for old in earlier {
+            self.agents.remove(&old);
+            dropped_logs.extend(self.queue.drop_connection(old));
+        }
+        let sends = if dropped_logs.is_empty() {
+            Vec::new()
+        } else {
+            self.assign_waiting(now, full)
+        };
+        Connected {
+            conn,
+            draining: self.draining,
+            reclaimed,
+            dropped_logs,
+            sends,
+        }
+    }
+
+    /// Connects `agent` holding nothing, at its `connected` time: tests' shorthand.
+    #[cfg(test)]
+    pub fn join(&mut self, agent: Agent) -> ConnId {
+        let now = agent.connected;
+        self.connect(agent, &[], now, false).conn
+    }
+
+    /// The sender of the agent `id`, while it is connected: where its acknowledgements go.
+    pub fn agent_tx(&self, id: &str) -> Option<ToAgent> {
+        (self.agents.values())
+            .filter(|a| a.id == id)
+            .find_map(|a| a.tx.clone())
+    }
+
+    /// The sender of connection `conn`, while it is open.
+    pub fn conn_tx(&self, conn: ConnId) -> Option<ToAgent> {
+        self.agents.get(&conn).and_then(|a| a.tx.clone())
+    }
+
     /// `conn` gave `job` back unfinished (it is draining): the job goes to the next free slot
-    /// with the attempt raised, now rather than after the lease timeout.
+    /// with the attempt raised, now rather than after the lease timeout. `None` when `conn` did
+    /// not hold that lease (nothing changes).
     pub fn release(
         &mut self,
         job: JobId,
@@ -160,12 +290,12 @@ impl State {
         attempt: u32,
         now: Instant,
         full: bool,
-    ) -> Sends {
+    ) -> Option<Sends> {
         if !self.queue.release(job, conn, attempt) {
-            return Vec::new();
+            return None;
         }
         self.leases_released += 1;
-        self.assign_waiting(now, full)
+        Some(self.assign_waiting(now, full))
     }
 
     /// A result arrived on a connection whose leases had expired: never stored, but counted.
@@ -188,23 +318,15 @@ impl State {
         self.store_failures
     }
 
+    /// Agents with a stream open (not the lost ones).
     pub fn connected_agents(&self) -> usize {
-        self.agents.len()
-    }
-
-    /// Registers an agent that said Hello: its connection, and whether it must be told to
-    /// drain at once.
-    pub fn connect(&mut self, agent: Agent) -> (ConnId, bool) {
-        let conn = self.next_conn;
-        self.next_conn += 1;
-        self.agents.insert(conn, agent);
-        (conn, self.draining)
+        self.agents.values().filter(|a| a.tx.is_some()).count()
     }
 
     /// No more work for anyone: the agents to tell.
     pub fn drain(&mut self) -> Vec<ToAgent> {
         self.draining = true;
-        self.agents.values().map(|a| a.tx.clone()).collect()
+        self.agents.values().filter_map(|a| a.tx.clone()).collect()
     }
 
     /// A free slot of `conn` asks for work; `full`: the outbox is over its bound, so the slot
@@ -231,9 +353,9 @@ impl State {
         let assignment = self
             .queue
             .want_work(conn, slot, now, |s| !full && tools.contains(s.tool.name()));
-        answer.assign = assignment.map(|a| {
+        answer.assign = assignment.and_then(|a| {
             self.observe_wait(&a, now);
-            (self.agents[&conn].tx.clone(), self.assign_message(&a))
+            Some((self.agents[&conn].tx.clone()?, self.assign_message(&a)))
         });
         answer
     }
@@ -253,27 +375,35 @@ impl State {
         self.queue.holds_lease(job, conn, attempt)
     }
 
+    /// What `job` is, if `conn` holds the lease of its `attempt`.
+    pub fn leased_key(&self, job: JobId, conn: ConnId, attempt: u32) -> Option<JobKey> {
+        if !self.queue.holds_lease(job, conn, attempt) {
+            return None;
+        }
+        let spec = &self.queue.job(job)?.spec;
+        Some((spec.tool, spec.name.clone(), spec.version.clone()))
+    }
+
     /// A job ended on `conn`: if that was the current lease, the job (with the target it ran
-    /// for) and the agent's name, and its result is to be published; `None` for a stale attempt.
-    pub fn begin_finish(
-        &mut self,
-        job: JobId,
-        conn: ConnId,
-        attempt: u32,
-    ) -> Option<(JobSpec, String)> {
+    /// for) and its agent, and its result is to be published; `None` for a stale attempt.
+    pub fn begin_finish(&mut self, job: JobId, conn: ConnId, attempt: u32) -> Option<Finishing> {
         if !self.queue.begin_finish(job, conn, attempt) {
             self.results_discarded += 1;
             return None;
         }
         let mut spec = self.queue.job(job).expect("exists").spec.clone();
-        let agent = match self.agents.get(&conn) {
+        let (agent_name, agent_id) = match self.agents.get(&conn) {
             Some(agent) => {
                 spec.target = job_target(&spec, agent);
-                agent.name.clone()
+                (agent.name.clone(), agent.id.clone())
             }
-            None => String::new(),
+            None => Default::default(),
         };
-        Some((spec, agent))
+        Some(Finishing {
+            spec,
+            agent_name,
+            agent_id,
+        })
     }
 
     /// A result could not be stored.
@@ -288,16 +418,22 @@ impl State {
         self.queue.is_complete()
     }
 
-    /// `conn`'s stream ended: its running jobs go back to the queue, and parked slots may get
-    /// them (`full`: the outbox is over its bound).
-    pub fn disconnect(&mut self, conn: ConnId, now: Instant, full: bool) -> Disconnected {
-        let agent = self.agents.remove(&conn).map(|a| a.name);
-        let requeued = self.queue.drop_connection(conn).len();
-        Disconnected {
-            agent,
-            requeued,
-            sends: self.assign_waiting(now, full),
+    /// `conn`'s stream ended. An agent with leases is kept as lost until the lease timeout
+    /// passes (it may come back on a new connection); one without is forgotten. Returns the
+    /// agent's name and how many jobs it keeps, if it was still ours.
+    pub fn disconnect(&mut self, conn: ConnId) -> Option<(String, usize)> {
+        self.queue.forget_waiting(conn);
+        let keeps = self
+            .queue
+            .running()
+            .filter(|(_, _, l)| l.conn == conn)
+            .count();
+        if keeps == 0 {
+            return self.agents.remove(&conn).map(|a| (a.name, 0));
         }
+        let agent = self.agents.get_mut(&conn)?;
+        agent.tx = None;
+        Some((agent.name.clone(), keeps))
     }
 
     /// What `status` shows; `uptime` since the coordinator started, `backlog` what waits for
@@ -314,6 +450,7 @@ impl State {
                     running: Vec::new(),
                     connected_secs: now.saturating_duration_since(a.connected).as_secs(),
                     last_contact_secs: now.saturating_duration_since(a.last_heard).as_secs(),
+                    lost: a.tx.is_none(),
                 };
                 (conn, status)
             })
@@ -346,6 +483,8 @@ impl State {
             },
             leases_expired: self.leases_expired,
             results_discarded: self.results_discarded,
+            lease_timeout_secs: self.lease_timeout.as_secs(),
+            leases_reclaimed: self.leases_reclaimed,
             unstored: backlog.entries as u64,
             unstored_bytes: backlog.bytes,
             store_error: backlog.failing.clone().unwrap_or_default(),
@@ -381,9 +520,9 @@ impl State {
         });
         assignments
             .iter()
-            .map(|a| {
+            .filter_map(|a| {
                 self.observe_wait(a, now);
-                (self.agents[&a.conn].tx.clone(), self.assign_message(a))
+                Some((self.agents[&a.conn].tx.clone()?, self.assign_message(a)))
             })
             .collect()
     }
@@ -406,12 +545,14 @@ impl State {
             queued: counts.queued,
             running: counts.running,
             total: counts.total,
-            agents_connected: self.agents.len() as u64,
+            agents_connected: self.agents.values().filter(|a| a.tx.is_some()).count() as u64,
             store_backlog_results: backlog.entries as u64,
             store_backlog_bytes: backlog.bytes,
+            store_failing_secs: backlog.failing_since.map_or(0, |t| t.elapsed().as_secs()),
             verdicts: self.verdicts.clone(),
             leases_expired: self.leases_expired,
             leases_released: self.leases_released,
+            leases_reclaimed: self.leases_reclaimed,
             results_discarded: self.results_discarded,
             log_bytes_received: self.log_bytes_received,
         }

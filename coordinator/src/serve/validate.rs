@@ -3,6 +3,7 @@
 //! can reach `status`, a log line or a page, and a Hello that asks for more than a machine can
 //! have is refused with the reason.
 
+use crate::serve::queue::JobKey;
 use crater_proto::pb;
 use crater_proto::text::printable;
 use crater_proto::tool::Tool;
@@ -13,14 +14,30 @@ const MAX_NAME_CHARS: usize = 64;
 const MAX_TARGETS: usize = 16;
 const MAX_TARGET_CHARS: usize = 64;
 const MAX_ERROR_CHARS: usize = 2000;
+/// crates.io names are at most 64 characters; versions are short.
+const MAX_CRATE_CHARS: usize = 128;
 
 /// An agent's Hello, checked and cleaned.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hello {
+    /// Its process's random id (empty: it gets none, and cannot reclaim anything).
+    pub id: String,
     pub name: String,
     pub slots: u32,
     pub tools: Vec<String>,
     pub targets: Vec<String>,
+    pub held: Vec<HeldJob>,
+}
+
+/// A job an agent says it still holds, checked: its slot is one the agent declared, its tool
+/// one this coordinator knows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldJob {
+    pub job_id: u64,
+    pub attempt: u32,
+    pub slot: u32,
+    pub key: JobKey,
+    pub finished: bool,
 }
 
 /// Checks a Hello: `Err` says what is wrong, for the agent (it exits with it).
@@ -56,7 +73,44 @@ pub fn hello(hello: &pb::Hello) -> Result<Hello, String> {
         ));
     }
     let name = printable(hello.agent_name.trim(), MAX_NAME_CHARS);
+    // A slot holds one running job and at most one finished one waiting for its acknowledgement.
+    if hello.held.len() > 2 * hello.slots as usize {
+        return Err(format!(
+            "{} held jobs for {} slots",
+            hello.held.len(),
+            hello.slots
+        ));
+    }
+    let mut held = Vec::new();
+    for h in &hello.held {
+        let tool = h.tool.parse::<Tool>().map_err(|_| {
+            format!(
+                "a held job with unknown tool {:?}",
+                printable(&h.tool, MAX_NAME_CHARS)
+            )
+        })?;
+        if h.slot >= hello.slots {
+            return Err(format!(
+                "a held job in slot {} of {} slots",
+                h.slot, hello.slots
+            ));
+        }
+        let key = (
+            tool,
+            printable(&h.krate, MAX_CRATE_CHARS),
+            printable(&h.version, MAX_CRATE_CHARS),
+        );
+        held.push(HeldJob {
+            job_id: h.job_id,
+            attempt: h.attempt,
+            slot: h.slot,
+            key,
+            finished: h.finished,
+        });
+    }
     Ok(Hello {
+        id: printable(&hello.agent_id, MAX_NAME_CHARS),
+        held,
         name: if name.is_empty() {
             "unnamed".to_owned()
         } else {
@@ -91,6 +145,21 @@ mod tests {
             memory_per_slot_bytes: 8 << 30,
             tools: vec!["check".into(), "test".into(), "check".into()],
             targets: vec!["x86_64-unknown-linux-gnu".into()],
+            agent_id: "0123abcd".into(),
+            held: vec![held(3)],
+        }
+    }
+
+    fn held(slot: u32) -> pb::HeldJob {
+        pb::HeldJob {
+            job_id: 7,
+            attempt: 1,
+            slot,
+            tool: "check".into(),
+            krate: "itoa".into(),
+            version: "1.0.0".into(),
+            log_bytes: 10,
+            finished: false,
         }
     }
 
@@ -120,6 +189,34 @@ mod tests {
             ..base()
         };
         assert!(hello(&many).is_err());
+    }
+
+    #[test]
+    fn held_jobs_must_be_in_declared_slots_and_few() {
+        let ok = hello(&base()).unwrap();
+        assert_eq!(ok.id, "0123abcd");
+        assert_eq!(ok.held[0].key, (Tool::Check, "itoa".into(), "1.0.0".into()));
+        let outside = pb::Hello {
+            held: vec![held(4)],
+            ..base()
+        };
+        assert!(hello(&outside).unwrap_err().contains("slot 4 of 4"));
+        let hoard = pb::Hello {
+            held: vec![held(0); 9],
+            ..base()
+        };
+        assert!(
+            hello(&hoard)
+                .unwrap_err()
+                .contains("9 held jobs for 4 slots")
+        );
+        let mut unknown = held(0);
+        unknown.tool = "rm -rf".into();
+        let unknown = pb::Hello {
+            held: vec![unknown],
+            ..base()
+        };
+        assert!(hello(&unknown).unwrap_err().contains("unknown tool"));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Helpers for the end-to-end tests: the real binaries, the real Docker engine, real crates.
 #![allow(dead_code)] // each test binary uses its own subset
+pub mod garage;
 pub mod netns;
 pub mod s3;
 

@@ -1,5 +1,6 @@
 //! A real S3-compatible server for the tests that store results in S3: moto's standalone
-//! server, run from a Python venv this fixture installs once under the target directory.
+//! server, run from a Python venv this fixture installs once under the target directory, or
+//! Garage ([`garage`](super::garage)), which is stricter.
 //!
 //! What the coordinator stored is read back through boto3 (`s3_client.py`), never through
 //! the Rust AWS SDK the coordinator itself uses, so a mistake in how we drive that SDK
@@ -17,6 +18,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use super::Running;
+use super::garage::{self, Garage};
 
 /// What the venv holds; written into it, so a change here reinstalls it.
 const REQUIREMENTS: &[&str] = &["moto[server]==5.2.5", "boto3"];
@@ -35,15 +37,22 @@ pub struct Object {
     pub content_type: String,
 }
 
-/// A running moto server on a loopback port of its own, killed when dropped.
+/// The server process.
+enum Backend {
+    Moto(Running),
+    Garage(Garage),
+}
+
+/// A running moto or Garage server on a loopback port of its own, killed when dropped.
 pub struct S3Server {
-    moto: Running,
+    backend: Backend,
     port: u16,
     access_key_id: String,
     secret_access_key: String,
     /// Whether moto checks credentials ([`S3Server::start_with_auth`]).
     checks_credentials: bool,
-    /// Holds moto's log: a file rather than a pipe, which nobody reads and would fill up.
+    /// Holds the server's log (a file rather than a pipe, which nobody reads and would fill
+    /// up) and Garage's data.
     dir: tempfile::TempDir,
 }
 
@@ -68,7 +77,49 @@ impl S3Server {
         server
     }
 
+    /// A Garage node (it checks every signature, and keys have per-bucket permissions).
+    pub fn start_garage() -> S3Server {
+        let dir = tempfile::tempdir().unwrap();
+        let garage = Garage::start(dir.path());
+        S3Server {
+            port: garage.s3_port,
+            backend: Backend::Garage(garage),
+            access_key_id: garage::KEY_ID.to_owned(),
+            secret_access_key: garage::SECRET.to_owned(),
+            checks_credentials: true,
+            dir,
+        }
+    }
+
+    /// Which server this is, for messages.
+    pub fn name(&self) -> &'static str {
+        match self.backend {
+            Backend::Moto(_) => "moto",
+            Backend::Garage(_) => "garage",
+        }
+    }
+
+    /// Garage only: credentials of a key that may read `bucket` but not write it.
+    pub fn read_only_env(&self, bucket: &str) -> Vec<(String, String)> {
+        let Backend::Garage(garage) = &self.backend else {
+            panic!("moto has no per-bucket permissions: use S3Server::start_garage");
+        };
+        let (id, secret) = garage.read_only_key(bucket);
+        aws_env(id, secret)
+    }
+
+    /// Garage only: whether the test key may write `bucket` from now on.
+    pub fn set_write(&self, bucket: &str, allow: bool) {
+        let Backend::Garage(garage) = &self.backend else {
+            panic!("moto has no per-bucket permissions: use S3Server::start_garage");
+        };
+        garage.set_write(bucket, allow);
+    }
+
     fn launch() -> S3Server {
+        // On a fresh machine Garage is built first (minutes of compiling): the moto tests wait
+        // for it too, rather than run their timed outages on two cores busy compiling.
+        garage::binary();
         let python = venv().join("bin/python");
         let dir = tempfile::tempdir().unwrap();
         let log_path = dir.path().join("moto.log");
@@ -110,7 +161,7 @@ impl S3Server {
                 }
                 if answers(port, Duration::from_secs(2)) {
                     return S3Server {
-                        moto,
+                        backend: Backend::Moto(moto),
                         port,
                         // Any pair will do while moto checks nothing, but the AWS chain
                         // needs one to sign with at all.
@@ -159,10 +210,19 @@ impl S3Server {
     }
 
     pub fn create_bucket(&self, bucket: &str) {
-        self.client(&["create-bucket", bucket], None);
+        match &self.backend {
+            Backend::Moto(_) => {
+                self.client(&["create-bucket", bucket], None);
+            }
+            Backend::Garage(garage) => garage.create_bucket(bucket),
+        }
     }
 
     pub fn enable_versioning(&self, bucket: &str) {
+        assert!(
+            matches!(self.backend, Backend::Moto(_)),
+            "Garage has no versioning"
+        );
         self.client(&["enable-versioning", bucket], None);
     }
 
@@ -242,18 +302,29 @@ impl S3Server {
         self.signal("CONT");
     }
 
-    /// Whether moto answers an HTTP request within `timeout`.
+    /// Whether the server answers an HTTP request within `timeout`.
     pub fn answers_within(&self, timeout: Duration) -> bool {
-        answers(self.port, timeout)
+        match self.backend {
+            Backend::Moto(_) => answers(self.port, timeout),
+            Backend::Garage(_) => http_answers(self.port, timeout),
+        }
     }
 
-    /// What moto has written so far (it logs each request), for failure messages.
+    /// What the server has written so far, for failure messages.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("moto.log")).unwrap_or_default()
+        let path = match &self.backend {
+            Backend::Moto(_) => self.dir.path().join("moto.log"),
+            Backend::Garage(garage) => garage.log.clone(),
+        };
+        std::fs::read_to_string(path).unwrap_or_default()
     }
 
     fn signal(&self, signal: &str) {
-        let pid = self.moto.id().to_string();
+        let pid = match &self.backend {
+            Backend::Moto(moto) => moto.id(),
+            Backend::Garage(garage) => garage.process.id(),
+        }
+        .to_string();
         let status = Command::new("kill")
             .args([&format!("-{signal}"), &pid])
             .status()
@@ -276,6 +347,9 @@ impl S3Server {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         set_aws_env(&mut command, &self.env());
+        // boto3's own checksum trailers are what strict servers refuse; this client only has
+        // to read back and set up (the coordinator, under test, gets no such setting).
+        command.env("AWS_REQUEST_CHECKSUM_CALCULATION", "when_required");
         let mut child = command.spawn().unwrap();
         if let Some(bytes) = stdin {
             // The script reads all of its input before it answers, so writing it all
@@ -286,9 +360,10 @@ impl S3Server {
         let out = child.wait_with_output().unwrap();
         assert!(
             out.status.success(),
-            "s3_client.py {args:?} failed ({}):\n{}\nmoto's log ends:\n{}",
+            "s3_client.py {args:?} failed ({}):\n{}\n{}'s log ends:\n{}",
             out.status,
             String::from_utf8_lossy(&out.stderr),
+            self.name(),
             tail(&self.log(), 40),
         );
         out.stdout
@@ -327,23 +402,31 @@ fn aws_env(access_key_id: &str, secret_access_key: &str) -> Vec<(String, String)
     .collect()
 }
 
+/// `GET path` on loopback `port`: the whole answer, status line first.
+fn http_get(port: u16, path: &str, timeout: Duration) -> std::io::Result<String> {
+    let mut stream = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), timeout)?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer)?;
+    Ok(answer)
+}
+
+/// Whether an HTTP server answers `GET /` on `port` within `timeout`, whatever its status (an
+/// S3 server refuses an unsigned request, which is an answer).
+pub fn http_answers(port: u16, timeout: Duration) -> bool {
+    http_get(port, "/", timeout).is_ok_and(|answer| answer.starts_with("HTTP/1."))
+}
+
 /// Whether moto, and not some other server that took the port, answers within `timeout`.
 fn answers(port: u16, timeout: Duration) -> bool {
-    let attempt = || -> std::io::Result<String> {
-        let mut stream = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), timeout)?;
-        stream.set_read_timeout(Some(timeout))?;
-        stream.set_write_timeout(Some(timeout))?;
-        // A moto-only path that reads its settings and changes nothing (unlike `/`, which
-        // is S3's ListBuckets and is counted and checked like any request).
-        write!(
-            stream,
-            "GET /moto-api/config HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
-        )?;
-        let mut answer = String::new();
-        stream.read_to_string(&mut answer)?;
-        Ok(answer)
-    };
-    match attempt() {
+    // A moto-only path that reads its settings and changes nothing (unlike `/`, which is S3's
+    // ListBuckets and is counted and checked like any request).
+    match http_get(port, "/moto-api/config", timeout) {
         // Any success: moto answers this GET with 201.
         Ok(answer) => answer.lines().next().is_some_and(|status| {
             status.starts_with("HTTP/1.")

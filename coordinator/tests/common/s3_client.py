@@ -88,6 +88,9 @@ def multipart_parts(s3, bucket, key):
     # S3 also states the count on a HEAD of part 1 of a multipart object; insist the two
     # agree, so the answer does not rest on an ETag convention alone.
     stated = s3.head_object(Bucket=bucket, Key=key, PartNumber=1).get("PartsCount")
+    # For an object put in one request AWS and moto state no count; Garage states 1.
+    if parts is None and stated == 1:
+        stated = None
     if stated != parts:
         raise SystemExit(f"ETag {etag!r} says {parts} parts, PartsCount says {stated}")
     return parts

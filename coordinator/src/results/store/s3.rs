@@ -2,12 +2,23 @@
 //! server: `--s3-endpoint`, `--s3-path-style`).
 //!
 //! Region and credentials come from the standard AWS chain (environment, profile, instance
-//! role). Before any work starts the bucket is checked (it exists, we may list and write it), so
-//! wrong credentials or a missing bucket stop the run with a clear message instead of failing
-//! every upload later. Logs above [`MULTIPART_THRESHOLD`] go up as multipart uploads streamed
-//! part by part from the spool file, never whole in memory. Errors are classified for the
-//! uploader ([`uploads`](crate::results::uploads)), which retries: throttling, 5xx, timeouts and
+//! role). Before any work starts the bucket is checked ([`check`]: it exists, and we may write,
+//! upload in parts, read and delete), so wrong credentials, a missing bucket or a server that
+//! refuses our requests stop the run with a clear message instead of failing every upload later.
+//! Logs above [`MULTIPART_THRESHOLD`] go up as multipart uploads streamed part by part from the
+//! spool file, never whole in memory. Errors are classified for the uploader
+//! ([`uploads`](crate::results::uploads)), which retries: throttling, 5xx, timeouts and
 //! connection errors are transient.
+//!
+//! Every upload carries its CRC32 in an `x-amz-checksum-crc32` header, computed here from the
+//! file (a second read, from the page cache). The SDK's own default is to compute checksums
+//! itself and, for a streamed body, to send them as an aws-chunked trailer, which strict
+//! S3-compatible servers refuse (Garage: "Invalid payload signature"). So the SDK is told to
+//! compute checksums only where S3 requires one, and the header we send is one that AWS S3,
+//! Garage, MinIO and Ceph all check.
+
+mod check;
+mod crate_list;
 
 use super::{
     Existing, FinishedIndex, HTML_CONTENT_TYPE, JSON_CONTENT_TYPE, PublishError, RAW_CONTENT_TYPE,
@@ -20,14 +31,17 @@ use aws_config::meta::region::RegionProviderChain;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region};
 use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::config::{RequestChecksumCalculation, ResponseChecksumValidation};
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::{ByteStream, Length};
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
+use base64::Engine;
 use crater_proto::tool::Tool;
 use futures::{StreamExt, TryStreamExt};
 use std::collections::HashSet;
+use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 /// Larger files go up in parts.
 pub const MULTIPART_THRESHOLD: u64 = 16 << 20;
@@ -41,8 +55,6 @@ const PART_CONCURRENCY: usize = 4;
 const GET_CONCURRENCY: usize = 32;
 /// Up to this many selected crates, reading their verdicts beats listing a large bucket.
 const FEW: usize = 256;
-/// Where the write check at start puts its object.
-const WRITE_CHECK_KEY: &str = ".crater-at-home/write-check";
 
 #[derive(Debug, Clone)]
 pub struct S3Options {
@@ -79,7 +91,10 @@ impl S3Store {
             .build();
         let mut config = aws_sdk_s3::config::Builder::from(&shared)
             .force_path_style(options.path_style)
-            .timeout_config(timeouts);
+            .timeout_config(timeouts)
+            // Our own CRC32 header instead of the SDK's trailers (see the module's comment).
+            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+            .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
         if let Some(endpoint) = &options.endpoint {
             config = config.endpoint_url(endpoint);
         }
@@ -97,60 +112,6 @@ impl S3Store {
 
     pub fn bucket(&self) -> &str {
         &self.bucket
-    }
-
-    /// Refuses to start on a missing bucket, bad credentials or no write access, naming which.
-    async fn check_access(&self, write: bool) -> Result<()> {
-        let bucket = &self.bucket;
-        if let Err(e) = self.client.head_bucket().bucket(bucket).send().await {
-            let status = e.raw_response().map(|r| r.status().as_u16());
-            let code = e.code().unwrap_or_default().to_owned();
-            let detail = ErrorChain(&e);
-            if detail.to_string().contains("credentials") {
-                bail!(
-                    "no usable AWS credentials for the bucket `{bucket}`: set AWS_ACCESS_KEY_ID \
-                     and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE, or run with an instance role \
-                     ({detail})"
-                );
-            }
-            match (status, code.as_str()) {
-                (Some(404), _) | (_, "NoSuchBucket") => {
-                    bail!("the bucket `{bucket}` does not exist at {}", self.endpoint)
-                }
-                (Some(403), _) | (Some(400), "InvalidAccessKeyId" | "SignatureDoesNotMatch") => {
-                    bail!(
-                        "access to the bucket `{bucket}` was denied (HTTP 403): check the \
-                         credentials (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE, \
-                         or the instance role) and the bucket's policy ({detail})"
-                    )
-                }
-                (Some(301), _) => bail!(
-                    "the bucket `{bucket}` is in another region: set AWS_REGION to it ({detail})"
-                ),
-                _ => bail!(
-                    "cannot reach the bucket `{bucket}` at {}: {detail}",
-                    self.endpoint
-                ),
-            }
-        }
-        if !write {
-            return Ok(());
-        }
-        self.client
-            .put_object()
-            .bucket(bucket)
-            .key(WRITE_CHECK_KEY)
-            .content_type(RAW_CONTENT_TYPE)
-            .body(ByteStream::from_static(b"crater-at-home can write here\n"))
-            .send()
-            .await
-            .map_err(|e| {
-                anyhow!(
-                    "cannot write to the bucket `{bucket}` ({}): results could not be stored",
-                    ErrorChain(&e)
-                )
-            })?;
-        Ok(())
     }
 
     /// Stores an outbox entry: raw log, HTML page (rendered into the entry first), then JSON.
@@ -190,7 +151,18 @@ impl S3Store {
             serde_json::to_vec_pretty(record).map_err(|e| PublishError::Permanent(e.into()))?;
         json.push(b'\n');
         let key = result_key(tool, name, version);
-        self.put(&key, ByteStream::from(json), JSON_CONTENT_TYPE)
+        self.put_bytes(&key, json, JSON_CONTENT_TYPE).await
+    }
+
+    /// One PutObject of bytes in memory.
+    pub async fn put_bytes(
+        &self,
+        key: &str,
+        bytes: Vec<u8>,
+        content_type: &str,
+    ) -> Result<(), PublishError> {
+        let crc = crc32_header(crc32fast::hash(&bytes));
+        self.put(key, ByteStream::from(bytes), crc, content_type)
             .await
     }
 
@@ -206,19 +178,24 @@ impl S3Store {
             .map_err(|e| PublishError::Permanent(anyhow!("reading {}: {e}", path.display())))?
             .len();
         if len > MULTIPART_THRESHOLD {
-            return self.put_multipart(key, path, len, content_type).await;
+            let part_size = PART_SIZE.max(len.div_ceil(MAX_PARTS));
+            return self
+                .put_multipart(key, path, len, part_size, content_type)
+                .await;
         }
+        let crc = file_crc32(path, 0, len).await?;
         let body = ByteStream::from_path(path)
             .await
             .map_err(|e| PublishError::Permanent(anyhow!("reading {}: {e}", path.display())))?;
-        self.put(key, body, content_type).await
+        self.put(key, body, crc, content_type).await
     }
 
-    /// One PutObject.
+    /// One PutObject; `crc32` is the body's, as the header wants it.
     async fn put(
         &self,
         key: &str,
         body: ByteStream,
+        crc32: String,
         content_type: &str,
     ) -> Result<(), PublishError> {
         self.client
@@ -226,6 +203,7 @@ impl S3Store {
             .bucket(&self.bucket)
             .key(key)
             .content_type(content_type)
+            .checksum_crc32(crc32)
             .body(body)
             .send()
             .await
@@ -233,11 +211,14 @@ impl S3Store {
         Ok(())
     }
 
+    /// A multipart upload of the `len` bytes of `path`, in parts of `part_size` (the last one
+    /// smaller), each with its CRC32.
     async fn put_multipart(
         &self,
         key: &str,
         path: &Path,
         len: u64,
+        part_size: u64,
         content_type: &str,
     ) -> Result<(), PublishError> {
         let created = self
@@ -246,11 +227,12 @@ impl S3Store {
             .bucket(&self.bucket)
             .key(key)
             .content_type(content_type)
+            // The parts carry CRC32s: S3 wants to hear so before the first one.
+            .checksum_algorithm(ChecksumAlgorithm::Crc32)
             .send()
             .await
             .map_err(|e| classify(&format!("starting the upload of {key}"), e))?;
         let upload_id = created.upload_id().unwrap_or_default().to_owned();
-        let part_size = PART_SIZE.max(len.div_ceil(MAX_PARTS));
         let parts = (0..len.div_ceil(part_size)).map(|i| {
             let offset = i * part_size;
             (i as i32 + 1, offset, part_size.min(len - offset))
@@ -303,6 +285,7 @@ impl S3Store {
         offset: u64,
         size: u64,
     ) -> Result<CompletedPart, PublishError> {
+        let crc = file_crc32(path, offset, size).await?;
         let body = ByteStream::read_from()
             .path(path)
             .offset(offset)
@@ -318,6 +301,7 @@ impl S3Store {
             .upload_id(upload_id)
             .part_number(number)
             .content_length(size as i64)
+            .checksum_crc32(crc.clone())
             .body(body)
             .send()
             .await
@@ -325,9 +309,7 @@ impl S3Store {
         Ok(CompletedPart::builder()
             .part_number(number)
             .set_e_tag(part.e_tag().map(str::to_owned))
-            .set_checksum_crc32(part.checksum_crc32().map(str::to_owned))
-            .set_checksum_crc32_c(part.checksum_crc32_c().map(str::to_owned))
-            .set_checksum_crc64_nvme(part.checksum_crc64_nvme().map(str::to_owned))
+            .checksum_crc32(crc)
             .build())
     }
 
@@ -426,11 +408,21 @@ impl S3Store {
         version: &str,
     ) -> Result<Option<ResultRecord>> {
         let key = result_key(tool, name, version);
+        let Some((bytes, _)) = self.get(&key).await? else {
+            return Ok(None);
+        };
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .with_context(|| format!("reading s3://{}/{key}", self.bucket))
+    }
+
+    /// An object's bytes and when it was stored; `None` when there is no such key.
+    async fn get(&self, key: &str) -> Result<Option<(bytes::Bytes, Option<SystemTime>)>> {
         let object = match self
             .client
             .get_object()
             .bucket(&self.bucket)
-            .key(&key)
+            .key(key)
             .send()
             .await
         {
@@ -438,16 +430,42 @@ impl S3Store {
             Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => return Ok(None),
             Err(e) => bail!("reading s3://{}/{key}: {}", self.bucket, ErrorChain(&e)),
         };
+        let stored_at = (object.last_modified()).and_then(|t| SystemTime::try_from(*t).ok());
         let bytes = object
             .body
             .collect()
             .await
             .with_context(|| format!("reading s3://{}/{key}", self.bucket))?
             .into_bytes();
-        serde_json::from_slice(&bytes)
-            .map(Some)
-            .with_context(|| format!("reading s3://{}/{key}", self.bucket))
+        Ok(Some((bytes, stored_at)))
     }
+}
+
+/// A CRC32 as the `x-amz-checksum-crc32` header carries it: the big-endian bytes in base64.
+fn crc32_header(crc: u32) -> String {
+    base64::engine::general_purpose::STANDARD.encode(crc.to_be_bytes())
+}
+
+/// The CRC32 header of `len` bytes of `path` from `offset`, read in pieces.
+async fn file_crc32(path: &Path, offset: u64, len: u64) -> Result<String, PublishError> {
+    let path = path.to_owned();
+    let crc = tokio::task::spawn_blocking(move || -> std::io::Result<u32> {
+        let file = std::fs::File::open(&path)?;
+        let mut hasher = crc32fast::Hasher::new();
+        let mut buffer = vec![0; 1 << 20];
+        let mut done = 0;
+        while done < len {
+            let want = (len - done).min(buffer.len() as u64) as usize;
+            file.read_exact_at(&mut buffer[..want], offset + done)?;
+            hasher.update(&buffer[..want]);
+            done += want as u64;
+        }
+        Ok(hasher.finalize())
+    })
+    .await
+    .map_err(|e| PublishError::Permanent(e.into()))?
+    .map_err(|e| PublishError::Permanent(anyhow!("reading a file to upload: {e}")))?;
+    Ok(crc32_header(crc))
 }
 
 /// Plain HTTP only on loopback: results and signed requests cross no network in the clear.
@@ -525,6 +543,26 @@ impl std::fmt::Display for ErrorChain<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_crc32_header_is_big_endian_base64() {
+        // S3's own example: the CRC32 of "Hello, World!" is 0xec4ac3d0.
+        assert_eq!(crc32fast::hash(b"Hello, World!"), 0xec4a_c3d0);
+        assert_eq!(crc32_header(0xec4a_c3d0), "7ErD0A==");
+    }
+
+    #[tokio::test]
+    async fn a_files_crc32_is_read_in_pieces_from_any_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let bytes: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&path, &bytes).unwrap();
+        let part = file_crc32(&path, 1_000_003, 1_500_000).await.ok().unwrap();
+        assert_eq!(
+            part,
+            crc32_header(crc32fast::hash(&bytes[1_000_003..2_500_003]))
+        );
+    }
 
     #[test]
     fn plain_http_endpoints_only_on_loopback() {

@@ -25,11 +25,12 @@ fn agent(
 ) {
     let (tx, rx) = mpsc::channel(8);
     let agent = Agent {
+        id: String::new(),
         name: "a".into(),
         slots: 2,
         tools: tools.iter().map(|t| t.to_string()).collect(),
         targets: vec!["x86_64-unknown-linux-gnu".into()],
-        tx,
+        tx: Some(tx),
         connected: Instant::now(),
         last_heard: Instant::now(),
     };
@@ -52,8 +53,9 @@ fn a_slot_gets_a_job_for_a_tool_its_agent_has_on_its_host_target() {
         LEASE,
     );
     let (agent, _rx) = agent(&["check"]);
-    let (conn, draining) = state.connect(agent);
-    assert!(!draining);
+    let connected = state.connect(agent, &[], Instant::now(), false);
+    assert!(!connected.draining && connected.reclaimed.is_empty());
+    let conn = connected.conn;
     let answer = state.want_work(conn, 0, Instant::now(), false);
     assert_eq!(
         assigned(&answer),
@@ -67,7 +69,7 @@ fn a_slot_gets_a_job_for_a_tool_its_agent_has_on_its_host_target() {
 fn backpressure_parks_free_slots_until_it_ends() {
     let mut state = State::new(vec![job("a", Tool::Check)], pb::Limits::default(), LEASE);
     let (agent, _rx) = agent(&["check"]);
-    let (conn, _) = state.connect(agent);
+    let conn = state.join(agent);
     let answer = state.want_work(conn, 0, Instant::now(), true);
     assert!(answer.backpressure_began && answer.assign.is_none());
     assert!(
@@ -84,28 +86,167 @@ fn backpressure_parks_free_slots_until_it_ends() {
 }
 
 #[test]
-fn a_lost_agents_job_goes_to_another_and_only_the_new_lease_counts() {
+fn a_lost_agent_keeps_its_job_for_the_lease_timeout_then_another_gets_it() {
+    let start = Instant::now();
+    let at = |secs: u64| start + Duration::from_secs(secs);
     let mut state = State::new(vec![job("a", Tool::Check)], pb::Limits::default(), LEASE);
-    let (first, _rx1) = agent(&["check"]);
-    let (second, _rx2) = agent(&["check"]);
-    let (one, _) = state.connect(first);
-    let (two, _) = state.connect(second);
-    assert!(assigned(&state.want_work(one, 0, Instant::now(), false)).is_some());
+    let (mut first, _rx1) = agent(&["check"]);
+    let (mut second, _rx2) = agent(&["check"]);
+    (first.connected, first.last_heard) = (start, start);
+    (second.connected, second.last_heard) = (start, start);
+    let one = state.join(first);
+    let two = state.join(second);
+    assert!(assigned(&state.want_work(one, 0, at(0), false)).is_some());
     assert!(
-        assigned(&state.want_work(two, 0, Instant::now(), false)).is_none(),
+        assigned(&state.want_work(two, 0, at(0), false)).is_none(),
         "parked"
     );
-    let lost = state.disconnect(one, Instant::now(), false);
-    assert_eq!(
-        (lost.agent.as_deref(), lost.requeued, lost.sends.len()),
-        (Some("a"), 1, 1)
+    assert_eq!(state.disconnect(one), Some(("a".to_owned(), 1)));
+    let status = state.status(at(1), Duration::from_secs(1), &Backlog::default());
+    let lost = status
+        .agents
+        .iter()
+        .find(|a| !a.running.is_empty())
+        .unwrap();
+    assert!(lost.lost, "shown as lost, with its job");
+    assert_eq!(state.connected_agents(), 1);
+    state.heard(two, at(40));
+    assert!(
+        state.expire(at(40), false).0.is_empty(),
+        "within the lease timeout"
     );
+    let (expired, sends) = state.expire(at(46), false);
+    assert_eq!((expired.len(), expired[0].logs.clone()), (1, vec![(0, 1)]));
+    assert_eq!(sends.len(), 1, "the parked slot gets it");
     assert!(state.begin_finish(0, one, 1).is_none(), "the stale attempt");
-    let (spec, _) = state.begin_finish(0, two, 2).expect("the current lease");
-    assert_eq!(spec.target, "x86_64-unknown-linux-gnu");
+    let finishing = state.begin_finish(0, two, 2).expect("the current lease");
+    assert_eq!(finishing.spec.target, "x86_64-unknown-linux-gnu");
     assert!(state.finish(0, Verdict::Pass));
-    let status = state.status(Instant::now(), Duration::from_secs(60), &Backlog::default());
+    let status = state.status(at(50), Duration::from_secs(60), &Backlog::default());
     assert_eq!((status.finished, status.verdicts["pass"]), (1, 1));
+}
+
+fn held(job_id: JobId, attempt: u32, slot: u32, name: &str, finished: bool) -> HeldJob {
+    HeldJob {
+        job_id,
+        attempt,
+        slot,
+        key: (Tool::Check, name.into(), "1.0.0".into()),
+        finished,
+    }
+}
+
+fn with_id(
+    id: &str,
+) -> (
+    Agent,
+    mpsc::Receiver<Result<pb::CoordinatorMessage, tonic::Status>>,
+) {
+    let (mut a, rx) = agent(&["check"]);
+    a.id = id.into();
+    (a, rx)
+}
+
+#[test]
+fn an_agent_back_within_the_lease_takes_its_jobs_and_resends_from_what_arrived() {
+    let now = Instant::now();
+    let jobs = vec![
+        job("a", Tool::Check),
+        job("b", Tool::Check),
+        job("c", Tool::Check),
+    ];
+    let mut state = State::new(jobs, pb::Limits::default(), LEASE);
+    let (first, _rx1) = with_id("agent-x");
+    let old = state.join(first);
+    assert!(assigned(&state.want_work(old, 0, now, false)).is_some()); // a
+    assert!(assigned(&state.want_work(old, 1, now, false)).is_some()); // b
+    state.logged(0, 1000);
+    state.disconnect(old);
+    // It comes back holding a only: b was lost on its side (an Assign in flight, say).
+    let (again, _rx2) = with_id("agent-x");
+    let back = state.connect(again, &[held(0, 1, 0, "a", false)], now, false);
+    let r = &back.reclaimed[0];
+    assert!(r.keep);
+    assert_eq!((r.job_id, r.attempt, r.resend_from), (0, 1, 1000));
+    assert!(state.holds_lease(0, back.conn, 1) && !state.holds_lease(0, old, 1));
+    assert_eq!(back.dropped_logs, vec![(1, 1)], "b went back to the queue");
+    assert!(!state.heard(old, now), "the old connection is forgotten");
+    assert_eq!(state.connected_agents(), 1);
+    let b_again = state.want_work(back.conn, 1, now, false);
+    assert_eq!(assigned(&b_again).map(|(j, _)| j), Some(1), "b, attempt 2");
+    assert!(
+        assigned(&state.want_work(back.conn, 0, now, false)).is_none(),
+        "slot 0 runs a"
+    );
+    assert!(state.begin_finish(0, back.conn, 1).is_some());
+    let status = state.status(now, Duration::from_secs(1), &Backlog::default());
+    assert_eq!(status.leases_expired, 0);
+    assert_eq!(state.readings(&Backlog::default()).leases_reclaimed, 1);
+}
+
+#[test]
+fn another_agent_cannot_take_a_lost_agents_leases() {
+    let now = Instant::now();
+    let mut state = State::new(vec![job("a", Tool::Check)], pb::Limits::default(), LEASE);
+    let (first, _rx1) = with_id("agent-x");
+    let old = state.join(first);
+    assert!(assigned(&state.want_work(old, 0, now, false)).is_some());
+    state.disconnect(old);
+    let (thief, _rx2) = with_id("agent-y");
+    let thief = state.connect(thief, &[held(0, 1, 0, "a", true)], now, false);
+    assert!(!thief.reclaimed[0].keep);
+    assert!(state.holds_lease(0, old, 1), "still the lost agent's");
+    let (anonymous, _rx3) = with_id("");
+    let anonymous = state.connect(anonymous, &[held(0, 1, 0, "a", false)], now, false);
+    assert!(!anonymous.reclaimed[0].keep, "no id, no reclaim");
+}
+
+#[test]
+fn after_a_restart_held_jobs_are_found_by_what_they_are() {
+    let now = Instant::now();
+    // A restarted coordinator: its queue was rebuilt without what was already stored.
+    let jobs = vec![
+        job("a", Tool::Check),
+        job("b", Tool::Check),
+        job("c", Tool::Check),
+    ];
+    let mut state = State::new(jobs, pb::Limits::default(), LEASE);
+    let (other, _rx) = with_id("agent-y");
+    let other = state.join(other);
+    assert!(assigned(&state.want_work(other, 0, now, false)).is_some()); // a, to another agent
+    let (back, _rx2) = with_id("agent-x");
+    let held = [
+        held(40, 3, 0, "a", true),      // finished, but another agent has it now
+        held(41, 1, 1, "b", false),     // running
+        held(42, 1, 0, "c", true),      // finished: its JobDone was never seen
+        held(43, 1, 0, "stored", true), // not in the queue: stored before the restart
+    ];
+    let back = state.connect(back, &held, now, false);
+    let answers: Vec<(bool, u64, u32)> = (back.reclaimed.iter())
+        .map(|r| (r.keep, r.job_id, r.attempt))
+        .collect();
+    assert_eq!(
+        answers,
+        [(false, 0, 0), (true, 1, 1), (true, 2, 1), (false, 0, 0)]
+    );
+    assert_eq!(
+        back.reclaimed[1].held_job_id, 41,
+        "answers say which held job they are for"
+    );
+    assert!(
+        back.reclaimed.iter().all(|r| r.resend_from == 0),
+        "a new spool"
+    );
+    assert!(
+        assigned(&state.want_work(back.conn, 1, now, false)).is_none(),
+        "b runs in slot 1"
+    );
+    assert!(
+        assigned(&state.want_work(back.conn, 0, now, false)).is_none(),
+        "nothing left"
+    );
+    let status = state.status(now, Duration::from_secs(1), &Backlog::default());
+    assert_eq!(status.results_discarded, 1, "a's late result");
 }
 
 #[test]
@@ -121,9 +262,9 @@ fn a_silent_agent_loses_its_jobs_past_the_lease_timeout_and_a_talking_one_keeps_
         (a.connected, a.last_heard) = (start, start);
     }
     silent.name = "silent".into();
-    let (silent, _) = state.connect(silent);
-    let (talking, _) = state.connect(talking);
-    let (spare, _) = state.connect(spare);
+    let silent = state.join(silent);
+    let talking = state.join(talking);
+    let spare = state.join(spare);
     assert!(assigned(&state.want_work(silent, 0, at(0), false)).is_some());
     assert!(assigned(&state.want_work(talking, 0, at(0), false)).is_some());
     assert!(
@@ -173,7 +314,25 @@ fn a_silent_agent_loses_its_jobs_past_the_lease_timeout_and_a_talking_one_keeps_
 fn undeclared_slots_get_nothing() {
     let mut state = State::new(vec![job("a", Tool::Check)], pb::Limits::default(), LEASE);
     let (agent, _rx) = agent(&["check"]); // 2 slots
-    let (conn, _) = state.connect(agent);
+    let conn = state.join(agent);
     assert!(assigned(&state.want_work(conn, 2, Instant::now(), false)).is_none());
     assert!(assigned(&state.want_work(conn, 1, Instant::now(), false)).is_some());
+}
+
+#[test]
+fn only_the_lease_holder_can_release_or_finish_a_job() {
+    let now = Instant::now();
+    let mut state = State::new(vec![job("a", Tool::Check)], pb::Limits::default(), LEASE);
+    let (holder, _rx1) = with_id("holder");
+    let (forger, _rx2) = with_id("forger");
+    let holder = state.join(holder);
+    let forger = state.join(forger);
+    assert!(assigned(&state.want_work(holder, 0, now, false)).is_some());
+    assert!(
+        state.release(0, forger, 1, now, false).is_none(),
+        "not its lease"
+    );
+    assert!(state.begin_finish(0, forger, 1).is_none(), "not its result");
+    assert!(state.holds_lease(0, holder, 1));
+    assert!(state.release(0, holder, 1, now, false).is_some());
 }
