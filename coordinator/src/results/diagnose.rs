@@ -25,15 +25,18 @@ use std::io::{self, BufRead, BufReader, Read};
 use serde::{Deserialize, Serialize};
 use vte::{Params, Parser, Perform};
 
-/// One UB report.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// One reason a run failed: a UB report here, or another failure's cause
+/// ([`super::failure_causes`]), or a limit ([`super::verdict::limit_causes`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Cause {
     /// Short stable kind, kebab-case, e.g. "data-race", "uninitialized-memory", "out-of-bounds",
     /// "dangling-reference", "stacked-borrows", "tree-borrows", "heap-buffer-overflow",
     /// "heap-use-after-free", "sigill", "misaligned-pointer-dereference",
-    /// "unsafe-precondition-violated", "invalid-uninit-type", ...
+    /// "unsafe-precondition-violated", "invalid-uninit-type", ... for UB; a rustc error code
+    /// ("E0425"), "linker", "network", "test-failure", ... for other failures.
     pub kind: String,
-    /// Which detector reported it: "miri", "asan" or "rust" (rustc/std runtime checks, SIGILL).
+    /// Which detector reported it: "miri", "asan" or "rust" (rustc/std runtime checks, SIGILL)
+    /// for UB; "rustc", "cargo", "libtest", "limit", "harness", ... for other failures.
     pub detector: String,
     /// The crate the failing frame is in: `Some(name)` — the crate under test's own name when the
     /// frame is under /build, a dependency's name when under the cargo registry; None if unknown.
@@ -86,7 +89,7 @@ const RUST_CHECKS: [(&str, &str); 5] = [
 const MAX_LINE: usize = 64 * 1024;
 /// Lines after a headline searched for its frames (the next headline ends the search earlier).
 const WINDOW: usize = 80;
-const MAX_MESSAGE: usize = 300;
+pub(crate) const MAX_MESSAGE: usize = 300;
 /// Distinct causes kept: a log with millions of distinct reports must not grow memory unboundedly.
 const MAX_CAUSES: usize = 1000;
 
@@ -95,22 +98,24 @@ const MAX_CAUSES: usize = 1000;
 /// and finds every UB report. `crate_name` is the crate under test (its frames are under
 /// /build/{name}-{version}/).
 pub fn diagnose(log: impl Read, crate_name: &str) -> io::Result<Diagnosis> {
+    let mut scanner = Scanner::new(crate_name);
+    for_each_line(log, |line, prev| scanner.line(line, prev))?;
+    Ok(scanner.finish())
+}
+
+/// Calls `each(line, previous line)` for every line of a raw terminal log, as plain text (see
+/// [`plain_text`]), each line cut at [`MAX_LINE`] bytes: the one bounded pass over a log that
+/// every reader of logs shares, so a log can be read once for all of them.
+pub(crate) fn for_each_line(log: impl Read, mut each: impl FnMut(&str, &str)) -> io::Result<()> {
     let mut input = BufReader::with_capacity(MAX_LINE, log);
     let mut raw = Vec::new();
     let (mut line, mut prev) = (String::new(), String::new());
-    let mut scanner = Scanner {
-        crate_name,
-        diagnosis: Diagnosis::default(),
-        seen: HashSet::new(),
-        report: None,
-    };
     while read_line(&mut input, &mut raw)? {
         plain_text(&raw, &mut line);
-        scanner.line(&line, &prev);
+        each(&line, &prev);
         std::mem::swap(&mut line, &mut prev);
     }
-    scanner.close();
-    Ok(scanner.diagnosis)
+    Ok(())
 }
 
 /// Reads the next line (without its `\n`) into `line`, keeping at most [`MAX_LINE`] bytes of it.
@@ -320,16 +325,33 @@ impl Report {
     }
 }
 
-struct Scanner<'a> {
+/// The UB reports of a log, fed one line at a time (by [`for_each_line`]).
+pub(crate) struct Scanner<'a> {
     crate_name: &'a str,
     diagnosis: Diagnosis,
     seen: HashSet<(String, Option<String>, String)>,
     report: Option<Report>,
 }
 
-impl Scanner<'_> {
+impl<'a> Scanner<'a> {
+    /// `crate_name` is the crate under test.
+    pub(crate) fn new(crate_name: &'a str) -> Self {
+        Scanner {
+            crate_name,
+            diagnosis: Diagnosis::default(),
+            seen: HashSet::new(),
+            report: None,
+        }
+    }
+
+    /// The reports, once every line is in.
+    pub(crate) fn finish(mut self) -> Diagnosis {
+        self.close();
+        self.diagnosis
+    }
+
     /// Takes in one line (plain text); `prev` is the line before it.
-    fn line(&mut self, line: &str, prev: &str) {
+    pub(crate) fn line(&mut self, line: &str, prev: &str) {
         if line.contains(ASAN_NO_RETURN) {
             self.diagnosis.probable_false_positive = true;
         }
@@ -520,7 +542,7 @@ fn panic_location(line: &str) -> Option<&str> {
 
 /// The crate a source path belongs to, or None for the toolchain's (std, core, alloc, the
 /// sanitizer runtime, `/rustc/...`, a rustup toolchain) and unknown ones (libc, ...).
-fn source_crate(path: &str, crate_name: &str) -> Option<String> {
+pub(crate) fn source_crate(path: &str, crate_name: &str) -> Option<String> {
     const REGISTRY: &str = "/registry/src/";
     if let Some(i) = path.find(REGISTRY) {
         let dir = path[i + REGISTRY.len()..].split('/').nth(1)?;
@@ -554,7 +576,7 @@ fn registry_crate(dir: &str) -> &str {
     name_end.map_or(dir, |i| &dir[..i])
 }
 
-fn truncate(s: &str, max_chars: usize) -> String {
+pub(crate) fn truncate(s: &str, max_chars: usize) -> String {
     match s.char_indices().nth(max_chars) {
         Some((i, _)) => s[..i].trim_end().to_owned(),
         None => s.to_owned(),

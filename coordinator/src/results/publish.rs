@@ -1,5 +1,5 @@
 //! The result path of one finished job: its spooled log checked, diagnosed, judged into a
-//! verdict, and committed with its JSON record to the outbox.
+//! verdict, a failure's causes found, and committed with its JSON record to the outbox.
 //!
 //! This is where a job becomes a result; serving agents only hands over what the agent said
 //! ([`pb::JobDone`]) and the log it sent. It runs in a task of its own per job, so a large log
@@ -7,6 +7,7 @@
 //! blocking pool.
 
 use crate::results::diagnose::diagnose;
+use crate::results::failure_causes::{diagnose_and_explain, explained_by_log, fact_causes};
 use crate::results::outbox::Outbox;
 use crate::results::record::ResultRecord;
 use crate::results::spool::SpooledLog;
@@ -57,20 +58,30 @@ pub async fn publish(
     {
         done.harness_error = problem;
     }
-    let diagnosis = {
+    // A job that did not fail can only be `pass` or `error`, whose causes are not in the log:
+    // only a failed one's log is also searched for failure causes (in the same pass).
+    let failed = done.timed_out || !done.failed_step.is_empty() || done.exit_code != 0;
+    let (diagnosis, log_causes) = {
         let (path, name) = (path.clone(), job.name.to_owned());
         tokio::task::spawn_blocking(move || {
             let log = std::io::BufReader::new(std::fs::File::open(path)?);
-            diagnose(log, &name)
+            if failed {
+                diagnose_and_explain(log, &name)
+            } else {
+                Ok((diagnose(log, &name)?, Vec::new()))
+            }
         })
         .await??
     };
     let verdict = decide(&done, &diagnosis);
     let mut causes = diagnosis.causes;
     causes.extend(limit_causes(&done, verdict));
+    if explained_by_log(verdict) {
+        causes.extend(log_causes);
+    }
     let finished_at = time::OffsetDateTime::now_utc();
     let started_at = finished_at - Duration::from_millis(done.duration_ms);
-    let record = ResultRecord {
+    let mut record = ResultRecord {
         name: job.name.to_owned(),
         version: job.version.to_owned(),
         tool: job.tool.to_string(),
@@ -98,6 +109,9 @@ pub async fn publish(
         log_bytes: received,
         log_sha256: sha,
     };
+    // A timeout, an OOM kill, a harness error, or a failure nothing explained.
+    let facts = fact_causes(&record);
+    record.causes.extend(facts);
     let outbox = outbox.clone();
     let tool = job.tool;
     let note = record.harness_error.clone();
