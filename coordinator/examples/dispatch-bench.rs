@@ -63,7 +63,7 @@ async fn coordinator(dir: PathBuf, jobs: usize) -> anyhow::Result<()> {
         .ok()
         .and_then(|n| n.parse().ok())
         .unwrap_or(crater_coordinator::results::uploads::DEFAULT_CONCURRENCY);
-    let uploads = Uploads::start(&outbox, &store, concurrency);
+    let uploads = Uploads::start(&outbox, &store, concurrency, None);
     let jobs = (0..jobs)
         .map(|i| JobSpec {
             name: format!("bench-crate-{i:06}"),

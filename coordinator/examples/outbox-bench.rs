@@ -53,7 +53,7 @@ async fn main() -> anyhow::Result<()> {
         outbox.commit_text(Tool::Check, &record, &text)?;
     }
     let start = Instant::now();
-    let uploads = Uploads::start(&outbox, &store, concurrency);
+    let uploads = Uploads::start(&outbox, &store, concurrency, None);
     let finish = uploads
         .finish(
             &outbox,

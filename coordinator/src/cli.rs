@@ -29,6 +29,16 @@ pub enum Command {
     List(SelectArgs),
     /// Show what a running coordinator is doing.
     Status(StatusArgs),
+    /// (Re)render the report site from a store: per tool, index.html (search), ub.html,
+    /// failures.html, results.jsonl, summary.json and the log archives.
+    ///
+    /// `run` and `serve` keep the pages current while they work; this rebuilds them from the
+    /// stored verdicts alone, so results of older runs render too.
+    Report(ReportArgs),
+    /// Compare the verdicts of two runs: crates that regressed, were fixed, or changed cause.
+    ///
+    /// Exits 0 when nothing regressed, 3 when some crate did.
+    Diff(DiffArgs),
     /// Manage the worker image.
     #[command(subcommand)]
     Image(ImageCommand),
@@ -105,8 +115,9 @@ pub struct SelectArgs {
     pub index_url: String,
 }
 
+/// Where results are: the bucket, when not a local directory.
 #[derive(Args, Debug, Clone)]
-pub struct StoreArgs {
+pub struct BucketArgs {
     /// Store results in this S3 bucket, under the same keys as --out, instead of a local
     /// directory. Region and credentials come from the standard AWS chain (AWS_REGION,
     /// AWS_ACCESS_KEY_ID..., AWS_PROFILE, the instance role). The bucket must exist and be
@@ -123,6 +134,12 @@ pub struct StoreArgs {
     /// How long to wait for S3 to connect or answer; a request that takes longer is retried.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub s3_timeout: Duration,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct StoreArgs {
+    #[command(flatten)]
+    pub bucket: BucketArgs,
     /// Disk that finished results waiting for the store (S3 slow or down) may use in the spool;
     /// past it no new work is handed out until they are stored.
     #[arg(long, value_name = "GB", default_value_t = 20.0, value_parser = parse_gb)]
@@ -160,6 +177,8 @@ pub struct RunArgs {
     /// Outages (timeouts, 5xx, throttling) are waited out. `serve` always waits.
     #[arg(long, default_value = "10m", value_parser = parse_duration)]
     pub store_patience: Duration,
+    #[command(flatten)]
+    pub pages: PagesArgs,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -185,6 +204,56 @@ pub struct ServeArgs {
     /// the old lease is discarded.
     #[arg(long, default_value = "45s", value_parser = parse_duration)]
     pub lease_timeout: Duration,
+    #[command(flatten)]
+    pub pages: PagesArgs,
+}
+
+/// How `run` and `serve` keep the report pages current.
+#[derive(Args, Debug, Clone)]
+pub struct PagesArgs {
+    /// Regenerate the report pages ({tool}/index.html, ub.html, failures.html, ...) from what is
+    /// stored at most this often while crates run (and once at the end).
+    #[arg(long, default_value = "2m", value_parser = parse_duration)]
+    pub report_every: Duration,
+    /// Do not write report pages while running (`crater-at-home report` makes them later).
+    #[arg(long)]
+    pub no_report: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ReportArgs {
+    /// The local store to read results from and write the pages into (ignored with --bucket).
+    #[arg(long, default_value = "crater-results")]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub bucket: BucketArgs,
+    /// Only these tools (default: every tool with results). Repeatable.
+    #[arg(long)]
+    pub tool: Vec<Tool>,
+    /// Read every verdict one by one instead of trusting {tool}/results.jsonl for those
+    /// unchanged since it was written.
+    #[arg(long)]
+    pub full: bool,
+    /// Skip the archives of every log ({tool}/raw.tar.zst, {tool}/html.tar.zst), which read
+    /// every log in the store.
+    #[arg(long)]
+    pub no_archives: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct DiffArgs {
+    /// The two local stores to compare, before then after: `--out A --out B`.
+    #[arg(long, num_args = 1, required = true, value_name = "DIR")]
+    pub out: Vec<PathBuf>,
+    /// The tool whose verdicts are compared.
+    #[arg(long, default_value = "check")]
+    pub tool: Tool,
+    /// Print JSON for scripts instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Also write the comparison as an HTML page to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -2,7 +2,7 @@
 
 use clap::Parser;
 use crater_coordinator::cli::{Cli, Command, ImageCommand, TlsCommand};
-use crater_coordinator::{run, status, tls};
+use crater_coordinator::{report, run, status, tls};
 use std::process::ExitCode;
 
 #[tokio::main]
@@ -22,6 +22,8 @@ async fn main() -> ExitCode {
         Command::Serve(args) => run::serve(args).await,
         Command::List(args) => run::list(args).await,
         Command::Status(args) => status::status(args).await,
+        Command::Report(args) => report::report(args).await,
+        Command::Diff(args) => report::diff::diff(args).await,
         Command::Image(command) => image(command).await,
         Command::Tls(TlsCommand::Init(args)) => tls::init(args),
     };

@@ -5,13 +5,14 @@
 //! SIGTERM: the agent removes its containers, unfinished crates simply have no result yet, and the
 //! same command run again picks up where it stopped.
 
-use crate::cli::{RunArgs, SelectArgs, ServeArgs, StoreArgs};
+use crate::cli::{BucketArgs, PagesArgs, RunArgs, SelectArgs, ServeArgs};
 use crate::progress::{self, Progress};
+use crate::report::live::LiveReport;
 use crate::results::outbox::{self, Outbox};
 use crate::results::record::ResultRecord;
 use crate::results::spool;
 use crate::results::store::{LocalStore, S3Options, S3Store, Store};
-use crate::results::uploads::{Finish, Uploads, unstored_note};
+use crate::results::uploads::{Finish, OnStored, Uploads, unstored_note};
 use crate::select::index::Index;
 use crate::select::rerun::{self, Leave, RerunPolicy};
 use crate::select::{self, DumpChoice, InputError, Inputs};
@@ -23,6 +24,7 @@ use crate::serve::{Coordinator, Event};
 use anyhow::{Context, Result, bail};
 use crater_agent::AgentConfig;
 use crater_agent::args::SlotArgs;
+use crater_proto::tool::Tool;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use std::io::Write;
@@ -47,7 +49,7 @@ pub struct Plan {
 
 /// Opens the result store: the bucket (checked: it exists and, with `write`, can be written) or
 /// the local directory.
-pub async fn open_store(args: &StoreArgs, out: &std::path::Path, write: bool) -> Result<Store> {
+pub async fn open_store(args: &BucketArgs, out: &std::path::Path, write: bool) -> Result<Store> {
     match &args.bucket {
         Some(bucket) => {
             let options = S3Options {
@@ -216,7 +218,7 @@ pub async fn plan(args: &SelectArgs, store: &Store, outbox: Option<&Outbox>) -> 
 
 /// `list`: what `run` with the same options would run, without running it.
 pub async fn list(args: SelectArgs) -> Result<u8> {
-    let store = open_store(&args.store, &args.out, false).await?;
+    let store = open_store(&args.store.bucket, &args.out, false).await?;
     let plan = plan(&args, &store, None).await?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     for job in &plan.jobs {
@@ -233,7 +235,7 @@ pub async fn list(args: SelectArgs) -> Result<u8> {
 /// What `run` and `serve` start from: the checked store, the spool (taken over, with what an
 /// earlier process left in it), and the chosen work.
 async fn prepare(args: &SelectArgs) -> Result<(Store, Outbox, Plan)> {
-    let store = open_store(&args.store, &args.out, true).await?;
+    let store = open_store(&args.store.bucket, &args.out, true).await?;
     let outbox = Outbox::open(&spool_dir(args), args.store.spool_max_bytes())?;
     let plan = plan(args, &store, Some(&outbox)).await?;
     Ok((store, outbox, plan))
@@ -248,12 +250,17 @@ pub async fn run(args: RunArgs) -> Result<u8> {
     };
     let concurrency = args.select.store.upload_concurrency;
     let patience = Some(args.store_patience);
-    let uploads = Uploads::start(&outbox, &store, concurrency);
+    let tool = args.select.tool;
+    let live = live_report(&args.pages, &store, tool);
+    let uploads = Uploads::start(&outbox, &store, concurrency, recorder(&live));
     if plan.jobs.is_empty() {
-        match uploads
+        let finish = uploads
             .finish(&outbox, &store, &stop_on_signal(), patience)
-            .await
-        {
+            .await;
+        if finish != Finish::Interrupted {
+            finish_report(live).await;
+        }
+        match finish {
             Finish::Stored => {}
             Finish::Interrupted => {
                 unstored_note(&outbox);
@@ -269,7 +276,6 @@ pub async fn run(args: RunArgs) -> Result<u8> {
     }
     let total = plan.jobs.len() as u64;
     let mut agent_config = agent_config(&args.agent).await?;
-    let tool = args.select.tool;
     // Asked once here, for a clear error before anything starts; the agent reuses the answer.
     let capabilities = crater_agent::session::probe(&agent_config).await?;
     match capabilities.get(tool.name()) {
@@ -346,6 +352,9 @@ pub async fn run(args: RunArgs) -> Result<u8> {
     } else {
         uploads.finish(&outbox, &store, &stop, patience).await
     };
+    if finish != Finish::Interrupted {
+        finish_report(live).await;
+    }
     eprint!(
         "{}",
         progress::summary(
@@ -422,7 +431,9 @@ pub async fn serve(args: ServeArgs) -> Result<u8> {
     let stop = stop_on_signal();
     // `serve` serves a fleet: it waits for its store as long as it takes, showing why in
     // `status` and the metrics.
-    let uploads = Uploads::start(&outbox, &store, args.select.store.upload_concurrency);
+    let live = live_report(&args.pages, &store, args.select.tool);
+    let concurrency = args.select.store.upload_concurrency;
+    let uploads = Uploads::start(&outbox, &store, concurrency, recorder(&live));
     let (coordinator, mut events) = Coordinator::new(
         outbox.clone(),
         limits(&args.select),
@@ -491,6 +502,9 @@ pub async fn serve(args: ServeArgs) -> Result<u8> {
     drain_events(&mut events, &mut progress);
     let stored =
         !interrupted && uploads.finish(&outbox, &store, &stop, None).await == Finish::Stored;
+    if stored {
+        finish_report(live).await;
+    }
     eprint!(
         "{}",
         progress::summary(
@@ -511,6 +525,22 @@ pub async fn serve(args: ServeArgs) -> Result<u8> {
     } else {
         exit::INPUT_REFUSED
     })
+}
+
+/// The report pages kept current while crates run, unless `--no-report`.
+fn live_report(args: &PagesArgs, store: &Store, tool: Tool) -> Option<LiveReport> {
+    (!args.no_report).then(|| LiveReport::start(store.clone(), tool, args.report_every))
+}
+
+fn recorder(live: &Option<LiveReport>) -> Option<OnStored> {
+    live.as_ref().map(LiveReport::recorder)
+}
+
+/// The pages' last update, with every stored result.
+async fn finish_report(live: Option<LiveReport>) {
+    if let Some(live) = live {
+        live.finish().await;
+    }
 }
 
 fn limits(args: &SelectArgs) -> crater_proto::pb::Limits {

@@ -35,8 +35,10 @@ pub struct ResultRecord {
     /// Bytes dropped from the middle of the log (`--max-log-bytes`).
     #[serde(default)]
     pub log_truncated_bytes: u64,
-    /// The UB reports found in the log (Miri, ASan, runtime checks), for `ub`; and the limit a
-    /// failed job ran into (`no-space`, detector `limit`).
+    /// Why it ended as it did: the UB reports found in the log (Miri, ASan, runtime checks), for
+    /// `ub`; for the other failures, the limit the job ran into (`no-space`, `timeout`, `oom`,
+    /// detector `limit`) and what the log says (compiler error codes, a missing system library,
+    /// failing tests, ...: see `results::failure_causes`).
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub causes: Vec<Cause>,
     /// ASan warned that its reports may be false positives.

@@ -56,24 +56,54 @@ pub fn render_html(title: &str, input: impl Read, out: impl Write) -> io::Result
 
 /// As `render_html`, but the first line whose plain text contains one of `markers` gets
 /// `id="first-report"`, the header gets a link to it, and the page scrolls to it on load.
-///
-/// The page is streamed, so whether a line matches is known only at the end: the link, its
-/// style (shown right under the header) and the scrolling script come after the log, and only
-/// if a line matched; otherwise the page is exactly `render_html`'s.
 pub fn render_html_marked(
     title: &str,
-    mut input: impl Read,
+    input: impl Read,
     out: impl Write,
     markers: &[&str],
 ) -> io::Result<()> {
+    let jump = Jump {
+        markers,
+        label: "Jump to the first report",
+    };
+    render_log_page(title, "", input, out, jump)
+}
+
+/// Where a log page's "jump" link goes: the first line whose plain text contains one of
+/// `markers`, and what the link says.
+#[derive(Debug, Clone, Copy)]
+pub struct Jump<'a> {
+    pub markers: &'a [&'a str],
+    pub label: &'a str,
+}
+
+/// A log page: `title` as its header, `links` (HTML, already escaped) under it, then the log,
+/// with its first line matching `jump`'s markers anchored as `first-report`.
+///
+/// The page is streamed, so whether a line matches is known only at the end: the jump link, its
+/// style (shown right under the header) and the scrolling script come after the log, and only
+/// if a line matched; otherwise the page is exactly `render_html`'s.
+pub fn render_log_page(
+    title: &str,
+    links: &str,
+    mut input: impl Read,
+    out: impl Write,
+    jump: Jump<'_>,
+) -> io::Result<()> {
+    let markers = jump.markers;
     let mut out = BufWriter::new(out);
     let mut title_html = String::new();
     title.chars().for_each(|c| escape_into(&mut title_html, c));
     write!(
         out,
-        "<!DOCTYPE html>\n<html>\n<head>\n<meta charset=\"utf-8\">\n<title>{title_html}</title>\n\
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
+         <title>{title_html}</title>\n\
          <style>\nbody{{background:#1e1e1e;color:#d4d4d4;font-family:monospace;margin:1em}}\n\
          h1{{font-size:1.2em}}\npre{{white-space:pre-wrap;word-break:break-all;margin:0}}\n\
+         nav{{margin-bottom:1em}}nav a{{color:#3b8eea}}\n\
+         body{{display:flex;flex-direction:column}}h1,nav{{order:0}}pre{{order:2}}\n\
+         .jump{{order:1;color:#3b8eea;margin-bottom:1em}}#first-report{{background:#5a1d1d}}\n\
          .b{{font-weight:bold}}.d{{opacity:.6}}.i{{font-style:italic}}.u{{text-decoration:underline}}\n"
     )?;
     for (i, c) in PALETTE.iter().enumerate() {
@@ -83,7 +113,7 @@ pub fn render_html_marked(
     // empty first log line vanish.
     write!(
         out,
-        "</style>\n</head>\n<body>\n<h1>{title_html}</h1>\n<pre>\n"
+        "</style>\n</head>\n<body>\n<h1>{title_html}</h1>\n{links}<pre>\n"
     )?;
 
     let mut term = Term {
@@ -124,17 +154,36 @@ pub fn render_html_marked(
     let mut out = term.out;
     out.write_all(b"</pre>\n")?;
     if term.marked {
-        out.write_all(FIRST_REPORT_LINK.as_bytes())?;
+        out.write_all(first_report_link(jump.label).as_bytes())?;
     }
     out.write_all(b"</body>\n</html>\n")?;
     out.flush()
 }
 
-/// Placed under the header by the flex order, as it can only be written after the log.
-const FIRST_REPORT_LINK: &str = "<style>body{display:flex;flex-direction:column}h1{order:0}\
-    .jump{order:1;color:#3b8eea;margin-bottom:1em}pre{order:2}#first-report{background:#5a1d1d}\
-    </style>\n<a class=\"jump\" href=\"#first-report\">Jump to the first report</a>\n<script>\
-    document.getElementById(\"first-report\").scrollIntoView({block:\"center\"});</script>\n";
+/// One URL path segment, percent-encoded but for unreserved characters (a version's `+` would
+/// otherwise read as a space on S3's website endpoint).
+pub fn path_segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The jump link is placed under the header by the flex order (see the head's style), as it
+/// can only be written after the log. The script scrolls this page's own window (not
+/// `scrollIntoView`, which would scroll a page showing it in a frame too, such as the UB page).
+fn first_report_link(label: &str) -> String {
+    format!(
+        "<a class=\"jump\" href=\"#first-report\">{label}</a>\n<script>\
+         var r=document.getElementById(\"first-report\").getBoundingClientRect();\
+         window.scrollTo(0,r.top+window.scrollY-window.innerHeight/3);</script>\n"
+    )
+}
 
 /// One line of terminal state. `Perform` callbacks cannot return errors, so
 /// the first write error is parked in `error` and checked after each chunk.
@@ -523,13 +572,16 @@ mod tests {
         assert_eq!(html.matches("id=\"first-report\"").count(), 1);
         let line = "<span id=\"first-report\"><span class=\"fg1 b\">error</span>: Undefined \
                     <span class=\"b\">Behavior</span>: x</span>\nerror: Undefined Behavior: y\n</pre>";
-        assert!(html.contains(&format!("<pre>\nok\n{line}\n{FIRST_REPORT_LINK}</body>")));
+        assert!(html.contains(&format!(
+            "<pre>\nok\n{line}\n{}</body>",
+            first_report_link("Jump to the first report")
+        )));
         assert_eq!(marked(&mut Trickle(log, 0), &markers), html);
         // No marker matches, or none given: no anchor and no link.
         let plain = page(&b"all fine\n"[..]);
         assert_eq!(marked(&mut &b"all fine\n"[..], &markers), plain);
         assert_eq!(marked(&mut &log[..], &[]), page(&log[..]));
-        assert!(!page(&log[..]).contains("first-report"));
+        assert!(!page(&log[..]).contains("id=\"first-report\""));
     }
 
     #[test]

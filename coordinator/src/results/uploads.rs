@@ -10,12 +10,17 @@
 //! and why, and otherwise says where the unstored results are kept for the next run.
 
 use crate::results::outbox::{Entry, Outbox};
+use crate::results::record::ResultRecord;
 use crate::results::store::Store;
 use backon::{BackoffBuilder, ExponentialBuilder};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+
+/// Told of each result once the store has all of it: the live report pages, which must not
+/// show a result whose log is not there yet (and the uploads must not know about pages).
+pub type OnStored = tokio::sync::mpsc::UnboundedSender<ResultRecord>;
 
 /// Results stored at once unless `--upload-concurrency` says otherwise.
 pub const DEFAULT_CONCURRENCY: usize = 16;
@@ -27,13 +32,20 @@ pub struct Uploads {
 }
 
 impl Uploads {
-    /// Stores up to `concurrency` results at once.
-    pub fn start(outbox: &Outbox, store: &Store, concurrency: usize) -> Uploads {
+    /// Stores up to `concurrency` results at once, telling `report` (the live report pages) of
+    /// each one stored.
+    pub fn start(
+        outbox: &Outbox,
+        store: &Store,
+        concurrency: usize,
+        report: Option<OnStored>,
+    ) -> Uploads {
         let stop = CancellationToken::new();
         let task = tokio::spawn(upload(
             outbox.clone(),
             store.clone(),
             concurrency,
+            report,
             stop.clone(),
         ));
         Uploads { stop, task }
@@ -132,7 +144,13 @@ pub fn unstored_note(outbox: &Outbox) {
 
 /// Stores entries, oldest first and up to `concurrency` at once, until `stop`; an entry leaves
 /// the outbox only once stored.
-pub async fn upload(outbox: Outbox, store: Store, concurrency: usize, stop: CancellationToken) {
+pub async fn upload(
+    outbox: Outbox,
+    store: Store,
+    concurrency: usize,
+    report: Option<OnStored>,
+    stop: CancellationToken,
+) {
     let slots = Arc::new(Semaphore::new(concurrency.max(1)));
     let mut storing = tokio::task::JoinSet::new();
     loop {
@@ -144,9 +162,12 @@ pub async fn upload(outbox: Outbox, store: Store, concurrency: usize, stop: Canc
             entry = outbox.claim() => entry,
             () = stop.cancelled() => break,
         };
-        let (outbox, store) = (outbox.clone(), store.clone());
+        let (outbox, store, report) = (outbox.clone(), store.clone(), report.clone());
         storing.spawn(async move {
             store_entry(&outbox, &store, &entry).await;
+            if let Some(report) = report {
+                let _ = report.send(entry.record.clone());
+            }
             outbox.stored(&entry);
             drop(slot);
         });
@@ -221,7 +242,7 @@ mod tests {
         // The store's directory is a file now: every publish fails, and not for a while.
         std::fs::remove_dir_all(&root).unwrap();
         std::fs::write(&root, b"not a directory").unwrap();
-        let uploads = Uploads::start(&outbox, &store, 2);
+        let uploads = Uploads::start(&outbox, &store, 2, None);
         let patience = Duration::from_millis(300);
         let started = std::time::Instant::now();
         let finish = uploads
@@ -247,7 +268,7 @@ mod tests {
         commit(&outbox, "first", "one\n");
         let store = Store::Local(LocalStore::open(dir.path().join("results")).unwrap());
         let stop = CancellationToken::new();
-        let uploader = tokio::spawn(upload(outbox.clone(), store.clone(), 4, stop.clone()));
+        let uploader = tokio::spawn(upload(outbox.clone(), store.clone(), 4, None, stop.clone()));
         commit(&outbox, "second", "two\n");
         tokio::time::timeout(Duration::from_secs(10), outbox.drained())
             .await

@@ -1,6 +1,9 @@
 //! Helpers for the end-to-end tests: the real binaries, the real Docker engine, real crates.
 #![allow(dead_code)] // each test binary uses its own subset
+pub mod browser;
 pub mod garage;
+pub mod html_check;
+pub mod install;
 pub mod netns;
 pub mod s3;
 

@@ -9,7 +9,7 @@
 //! Everything here panics with a message on failure: these are test helpers.
 
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -224,6 +224,12 @@ impl S3Server {
             "Garage has no versioning"
         );
         self.client(&["enable-versioning", bucket], None);
+    }
+
+    /// Lets anyone read `bucket`'s objects, as a bucket serving a website does (moto only).
+    pub fn allow_public_reads(&self, bucket: &str) {
+        assert!(matches!(self.backend, Backend::Moto(_)), "moto only");
+        self.client(&["allow-public-reads", bucket], None);
     }
 
     /// Every object in `bucket`, sorted by key.
@@ -443,65 +449,7 @@ fn answers(port: u16, timeout: Duration) -> bool {
 /// first; the others, in this process or another test binary, wait for it.
 fn venv() -> &'static Path {
     static VENV: OnceLock<PathBuf> = OnceLock::new();
-    VENV.get_or_init(|| {
-        // `<target>/debug/crater-at-home`: the venv is shared by every test binary of
-        // the target directory, and `cargo clean` removes it.
-        let target = super::coordinator_bin()
-            .parent()
-            .and_then(Path::parent)
-            .expect("the coordinator binary is inside a target directory")
-            .to_owned();
-        let venv = target.join("s3-venv");
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(target.join("s3-venv.lock"))
-            .unwrap();
-        lock.lock().unwrap();
-        let wanted = REQUIREMENTS.join("\n");
-        let installed = std::fs::read_to_string(venv.join("requirements.txt")).ok();
-        if installed.as_deref() != Some(wanted.as_str()) {
-            install(&venv, &wanted);
-        }
-        drop(lock);
-        venv
-    })
-}
-
-/// Installs into a scratch directory renamed into place when complete, so an install
-/// that was interrupted (a killed test run) is never taken for a venv.
-fn install(venv: &Path, requirements: &str) {
-    let partial = venv.with_file_name("s3-venv.partial");
-    let _ = std::fs::remove_dir_all(&partial);
-    eprintln!(
-        "installing {} into {} (once for this target directory, about a minute)",
-        REQUIREMENTS.join(" "),
-        venv.display()
-    );
-    let start = Instant::now();
-    run(Command::new("python3").args(["-m", "venv"]).arg(&partial));
-    run(Command::new(partial.join("bin/python"))
-        .args(["-m", "pip", "install", "--no-input", "--quiet"])
-        .args(REQUIREMENTS));
-    std::fs::write(partial.join("requirements.txt"), requirements).unwrap();
-    // An outdated venv, if any.
-    let _ = std::fs::remove_dir_all(venv);
-    std::fs::rename(&partial, venv).unwrap();
-    eprintln!("installed in {:?}", start.elapsed());
-}
-
-fn run(command: &mut Command) {
-    let out = command
-        .output()
-        .unwrap_or_else(|e| panic!("{command:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{command:?} failed ({}):\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
+    VENV.get_or_init(|| super::install::venv("s3-venv", REQUIREMENTS))
 }
 
 fn tail(text: &str, lines: usize) -> String {

@@ -155,6 +155,21 @@ def main():
         s3.put_bucket_versioning(
             Bucket=bucket, VersioningConfiguration={"Status": "Enabled"}
         )
+    elif command == "allow-public-reads":
+        # What a bucket behind a static website or a CDN has: anyone may GET an object.
+        (bucket,) = args
+        policy = {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Effect": "Allow",
+                    "Principal": "*",
+                    "Action": "s3:GetObject",
+                    "Resource": f"arn:aws:s3:::{bucket}/*",
+                }
+            ],
+        }
+        s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps(policy))
     elif command == "objects":
         (bucket,) = args
         print(json.dumps(objects(s3, bucket)))

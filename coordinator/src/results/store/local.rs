@@ -11,6 +11,7 @@ use crate::results::record::ResultRecord;
 use crate::results::{render, verdict};
 use anyhow::{Context, Result};
 use crater_proto::tool::Tool;
+use crater_proto::verdict::Verdict;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone)]
@@ -69,6 +70,7 @@ impl LocalStore {
                     .with_context(|| format!("reading {}", spooled.display()))?;
                 render_page(tool, record, std::io::BufReader::new(input), out)
             })?;
+            link_html_name(&html)?;
             create_parent(&raw)?;
             std::fs::rename(&spooled, &raw)
                 .with_context(|| format!("moving the log to {}", raw.display()))?;
@@ -82,7 +84,40 @@ impl LocalStore {
     }
 }
 
-/// The HTML page of a log, linked to its first UB report when there is one.
+/// Gives a log page (`{tool}/logs/{name}/{version}`, the seed's key) a second name ending in
+/// `.html`, a hard link beside it: a browser opening a local folder decides by the extension
+/// whether a file is a page, and shows an extensionless one as text. (A bucket says so in the
+/// object's content type, so it needs no second name.) Not a symbolic link: Chromium resolves
+/// those and goes by the target's name. A page rendered again is a new file, so the link is
+/// made again each time the page is written (through a temporary name, so the `.html` name
+/// always shows a whole page). Takes no space.
+pub fn link_html_name(page: &Path) -> Result<()> {
+    let mut link_name = page.file_name().expect("pages have a file name").to_owned();
+    link_name.push(HTML_SUFFIX);
+    let link = page.with_file_name(link_name);
+    let same = |a: &Path, b: &Path| {
+        use std::os::unix::fs::MetadataExt;
+        match (std::fs::metadata(a), std::fs::symlink_metadata(b)) {
+            (Ok(a), Ok(b)) => a.ino() == b.ino() && a.dev() == b.dev(),
+            _ => false,
+        }
+    };
+    if same(page, &link) {
+        return Ok(());
+    }
+    let tmp = link.with_extension(format!("link{}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    std::fs::hard_link(page, &tmp)
+        .and_then(|()| std::fs::rename(&tmp, &link))
+        .with_context(|| format!("linking {}", link.display()))
+}
+
+/// What the report's links add to a log page's key in a local store (see [`link_html_name`]).
+pub const HTML_SUFFIX: &str = ".html";
+
+/// The HTML page of a log (at `{tool}/logs/{name}/{version}`): links to the tool's landing
+/// page, the verdict's JSON and the raw log above it, and a link to its first UB report, or for
+/// a failure to its first error.
 pub fn render_page(
     tool: Tool,
     record: &ResultRecord,
@@ -93,11 +128,38 @@ pub fn render_page(
         "{} {} — {tool}: {}",
         record.name, record.version, record.status
     );
+    let (name, version) = (
+        render::path_segment(&record.name),
+        render::path_segment(&record.version),
+    );
+    let links = format!(
+        "<nav><a href=\"../../index.html\">All {tool} results</a> · \
+         <a href=\"../../results/{name}/{version}.json\">JSON verdict</a> · \
+         <a href=\"../../raw/{name}/{version}\">Raw log</a></nav>\n"
+    );
     let has_reports = (record.causes.iter()).any(|c| c.detector != verdict::LIMIT_DETECTOR);
-    let markers: &[&str] = if !has_reports { &[] } else { REPORT_MARKERS };
-    render::render_html_marked(&title, log, out, markers)?;
+    let jump = if record.status == Verdict::Ub && has_reports {
+        render::Jump {
+            markers: REPORT_MARKERS,
+            label: "Jump to the first report",
+        }
+    } else if record.status.is_failure() || record.status == Verdict::PrepareFail {
+        render::Jump {
+            markers: ERROR_MARKERS,
+            label: "Jump to the first error",
+        }
+    } else {
+        render::Jump {
+            markers: &[],
+            label: "",
+        }
+    };
+    render::render_log_page(&title, &links, log, out, jump)?;
     Ok(())
 }
+
+/// Where a failure's log shows it first: a compiler or cargo error, a panic, a failed test.
+const ERROR_MARKERS: &[&str] = &["error[E", "error: ", "panicked at", "... FAILED"];
 
 fn create_parent(path: &Path) -> Result<()> {
     let parent = path.parent().expect("store paths have parents");

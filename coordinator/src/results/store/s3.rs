@@ -19,6 +19,9 @@
 
 mod check;
 mod crate_list;
+mod listing;
+
+pub use listing::Listed;
 
 use super::{
     Existing, FinishedIndex, HTML_CONTENT_TYPE, JSON_CONTENT_TYPE, PublishError, RAW_CONTENT_TYPE,
@@ -330,52 +333,23 @@ impl S3Store {
             .map(|(n, v)| (n.as_str(), v.as_str()))
             .collect();
         let prefix = format!("{tool}/results/");
-        let spinner = indicatif::ProgressBar::new_spinner().with_message(format!(
-            "listing finished results in s3://{}/{prefix}",
-            self.bucket
-        ));
-        spinner.enable_steady_tick(Duration::from_millis(200));
-        let mut pages = self
-            .client
-            .list_objects_v2()
-            .bucket(&self.bucket)
-            .prefix(&prefix)
-            .into_paginator()
-            .send();
         let mut found = FinishedIndex::new();
-        let mut listed = 0u64;
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| {
-                anyhow!("listing s3://{}/{prefix}: {}", self.bucket, ErrorChain(&e))
-            })?;
-            for object in page.contents() {
-                listed += 1;
-                let Some(relative) = object.key().and_then(|k| k.strip_prefix(&prefix)) else {
-                    continue;
-                };
-                let Some((name, version)) = parse_result_key(relative) else {
-                    continue;
-                };
-                if !wanted.contains(&(name.as_str(), version.as_str())) {
-                    continue;
-                }
-                let finished_at = object
-                    .last_modified()
-                    .and_then(|t| time::OffsetDateTime::from_unix_timestamp(t.secs()).ok());
-                found.insert(
-                    (name, version),
-                    Existing {
-                        finished_at,
-                        status: None,
-                    },
-                );
+        for object in self.list(&prefix).await? {
+            let Some((name, version)) = parse_result_key(&object.relative) else {
+                continue;
+            };
+            if !wanted.contains(&(name.as_str(), version.as_str())) {
+                continue;
             }
-            spinner.set_message(format!(
-                "listing finished results in s3://{}/{prefix}: {listed}",
-                self.bucket
-            ));
+            let finished_at = object.modified.map(time::OffsetDateTime::from);
+            found.insert(
+                (name, version),
+                Existing {
+                    finished_at,
+                    status: None,
+                },
+            );
         }
-        spinner.finish_and_clear();
         if need_status {
             let keys: Vec<(String, String)> = found.keys().cloned().collect();
             found.extend(self.read_results(tool, &keys).await?);
@@ -417,7 +391,7 @@ impl S3Store {
     }
 
     /// An object's bytes and when it was stored; `None` when there is no such key.
-    async fn get(&self, key: &str) -> Result<Option<(bytes::Bytes, Option<SystemTime>)>> {
+    pub async fn get(&self, key: &str) -> Result<Option<(bytes::Bytes, Option<SystemTime>)>> {
         let object = match self
             .client
             .get_object()
