@@ -1,9 +1,20 @@
 //! The `crater-at-home` command line.
 
+use crate::results::store::S3Options;
 use clap::{Args, Parser, Subcommand};
 use crater_proto::tool::Tool;
 use std::path::PathBuf;
 use std::time::Duration;
+
+/// How a command ended, as its exit status.
+pub mod exit {
+    pub const OK: u8 = 0;
+    pub const HARNESS_FAILED: u8 = 1;
+    pub const INPUT_REFUSED: u8 = 2;
+    /// `diff`: some crate regressed.
+    pub const REGRESSED: u8 = 3;
+    pub const INTERRUPTED: u8 = 130;
+}
 
 /// Builds, checks or tests crates from crates.io (or local directories) in locked-down Docker
 /// containers, one pinned container per CPU, and keeps every log: raw, rendered HTML, and a JSON
@@ -134,6 +145,18 @@ pub struct BucketArgs {
     /// How long to wait for S3 to connect or answer; a request that takes longer is retried.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub s3_timeout: Duration,
+}
+
+impl BucketArgs {
+    /// The bucket to use, if one was given.
+    pub fn s3_options(&self) -> Option<S3Options> {
+        self.bucket.as_ref().map(|bucket| S3Options {
+            bucket: bucket.clone(),
+            endpoint: self.s3_endpoint.clone(),
+            path_style: self.s3_path_style,
+            timeout: self.s3_timeout,
+        })
+    }
 }
 
 #[derive(Args, Debug, Clone)]

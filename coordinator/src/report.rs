@@ -4,10 +4,10 @@
 //! # Layout
 //! - [`catalog`]: every verdict of a tool, loaded from the store (through the snapshot
 //!   `{tool}/results.jsonl` where it is current).
-//! - [`site`]: the catalog rendered into files (pure), with [`data`] (`summary.json`,
-//!   `data.js`), [`landing`] (`index.html`), [`ub`] (`ub.html`, `ub`), [`failures`]
-//!   (`failures.html`) and [`html`] (the frame and escaping they share); their style and
-//!   scripts are in `assets/`.
+//! - [`site`]: the catalog rendered into files (pure), from the [`context`] they share: [`data`]
+//!   (`summary.json`, `data.js`), [`landing`] (`index.html`), [`ub`] (`ub.html`, `ub`),
+//!   [`failures`] (`failures.html`), and [`html`] (the frame and escaping of every page); their
+//!   style and scripts are in `assets/`.
 //! - [`write`]: into the store, skipping unchanged files; [`archive`]: the log archives.
 //! - [`live`]: the pages kept current during `run` and `serve`; [`diff`]: two runs compared.
 //! - [`source`]: what the report reads and writes of a store, alike for a directory and a bucket;
@@ -18,6 +18,7 @@
 
 pub mod archive;
 pub mod catalog;
+pub mod context;
 pub mod data;
 pub mod diff;
 pub mod failures;
@@ -30,7 +31,7 @@ pub mod synth;
 pub mod ub;
 pub mod write;
 
-use crate::cli::ReportArgs;
+use crate::cli::{ReportArgs, exit};
 use crate::results::store::Store;
 use anyhow::Result;
 use crater_proto::tool::Tool;
@@ -39,7 +40,7 @@ use std::time::Instant;
 
 /// What the pages are drawn from beside the catalog: downloads from the crate list in the
 /// store, the archives that exist, and the time.
-pub async fn context(store: &Store, tool: Tool) -> site::Context {
+pub async fn context(store: &Store, tool: Tool) -> context::Context {
     let downloads: HashMap<String, u64> = match source::read(store, "downloads.json").await {
         Ok(Some((bytes, _))) => serde_json::from_slice(&bytes).unwrap_or_default(),
         _ => HashMap::new(),
@@ -57,7 +58,7 @@ pub async fn context(store: &Store, tool: Tool) -> site::Context {
         Store::Local(_) => crate::results::store::local::HTML_SUFFIX,
         Store::S3(_) => "",
     };
-    site::Context {
+    context::Context {
         downloads,
         archives,
         generated_at: now(),
@@ -76,7 +77,7 @@ fn now() -> String {
 /// `crater-at-home report`: every page of every tool (or the chosen ones), rebuilt from the
 /// store, then the archives.
 pub async fn report(args: ReportArgs) -> Result<u8> {
-    let store = crate::run::open_store(&args.bucket, &args.out, true).await?;
+    let store = Store::open(args.bucket.s3_options(), &args.out, true).await?;
     let tools = if args.tool.is_empty() {
         source::tools(&store).await?
     } else {
@@ -84,7 +85,7 @@ pub async fn report(args: ReportArgs) -> Result<u8> {
     };
     if tools.is_empty() {
         eprintln!("{} holds no results: nothing to report", store.describe());
-        return Ok(crate::run::exit::OK);
+        return Ok(exit::OK);
     }
     let scratch = tempfile::tempdir()?;
     for tool in tools {
@@ -125,7 +126,7 @@ pub async fn report(args: ReportArgs) -> Result<u8> {
             index_location(&store, tool)
         );
     }
-    Ok(crate::run::exit::OK)
+    Ok(exit::OK)
 }
 
 /// Where a person opens the landing page.

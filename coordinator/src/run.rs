@@ -5,13 +5,13 @@
 //! SIGTERM: the agent removes its containers, unfinished crates simply have no result yet, and the
 //! same command run again picks up where it stopped.
 
-use crate::cli::{BucketArgs, PagesArgs, RunArgs, SelectArgs, ServeArgs};
+use crate::cli::{PagesArgs, RunArgs, SelectArgs, ServeArgs};
 use crate::progress::{self, Progress};
 use crate::report::live::LiveReport;
 use crate::results::outbox::{self, Outbox};
 use crate::results::record::ResultRecord;
 use crate::results::spool;
-use crate::results::store::{LocalStore, S3Options, S3Store, Store};
+use crate::results::store::Store;
 use crate::results::uploads::{Finish, OnStored, Uploads, unstored_note};
 use crate::select::index::Index;
 use crate::select::rerun::{self, Leave, RerunPolicy};
@@ -33,35 +33,12 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
-/// How `run` ended, as its exit status.
-pub mod exit {
-    pub const OK: u8 = 0;
-    pub const HARNESS_FAILED: u8 = 1;
-    pub const INPUT_REFUSED: u8 = 2;
-    pub const INTERRUPTED: u8 = 130;
-}
+pub use crate::cli::exit;
 
 /// The work chosen before anything starts.
 pub struct Plan {
     pub jobs: Vec<JobSpec>,
     pub errors: Vec<InputError>,
-}
-
-/// Opens the result store: the bucket (checked: it exists and, with `write`, can be written) or
-/// the local directory.
-pub async fn open_store(args: &BucketArgs, out: &std::path::Path, write: bool) -> Result<Store> {
-    match &args.bucket {
-        Some(bucket) => {
-            let options = S3Options {
-                bucket: bucket.clone(),
-                endpoint: args.s3_endpoint.clone(),
-                path_style: args.s3_path_style,
-                timeout: args.s3_timeout,
-            };
-            Ok(Store::S3(S3Store::connect(&options, write).await?))
-        }
-        None => Ok(Store::Local(LocalStore::open(out)?)),
-    }
 }
 
 /// The spool: running jobs' logs and the outbox of results waiting for the store.
@@ -218,7 +195,7 @@ pub async fn plan(args: &SelectArgs, store: &Store, outbox: Option<&Outbox>) -> 
 
 /// `list`: what `run` with the same options would run, without running it.
 pub async fn list(args: SelectArgs) -> Result<u8> {
-    let store = open_store(&args.store.bucket, &args.out, false).await?;
+    let store = Store::open(args.store.bucket.s3_options(), &args.out, false).await?;
     let plan = plan(&args, &store, None).await?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     for job in &plan.jobs {
@@ -235,7 +212,7 @@ pub async fn list(args: SelectArgs) -> Result<u8> {
 /// What `run` and `serve` start from: the checked store, the spool (taken over, with what an
 /// earlier process left in it), and the chosen work.
 async fn prepare(args: &SelectArgs) -> Result<(Store, Outbox, Plan)> {
-    let store = open_store(&args.store.bucket, &args.out, true).await?;
+    let store = Store::open(args.store.bucket.s3_options(), &args.out, true).await?;
     let outbox = Outbox::open(&spool_dir(args), args.store.spool_max_bytes())?;
     let plan = plan(args, &store, Some(&outbox)).await?;
     Ok((store, outbox, plan))

@@ -7,7 +7,7 @@
 //! a few megabytes.
 
 use super::catalog::Catalog;
-use super::site::{Context, causes_of, is_failure};
+use super::context::{Context, causes_of, is_failure};
 use crate::results::record::ResultRecord;
 use crater_proto::tool::Tool;
 use crater_proto::verdict::Verdict;

@@ -8,9 +8,9 @@
 //! never a regression.
 
 use super::catalog::{self, Catalog};
+use super::context::causes_of;
 use super::html::{self, crate_path, text};
-use super::site::causes_of;
-use crate::cli::DiffArgs;
+use crate::cli::{DiffArgs, exit};
 use crate::results::record::ResultRecord;
 use crate::results::store::local::HTML_SUFFIX;
 use crate::results::store::{LocalStore, Store};
@@ -20,9 +20,6 @@ use crater_proto::verdict::Verdict;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
-
-/// `diff`'s exit status when some crate regressed.
-pub const REGRESSED: u8 = 3;
 
 /// How a crate's verdict moved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -275,9 +272,9 @@ pub async fn diff(args: DiffArgs) -> Result<u8> {
         eprintln!("wrote {}", path.display());
     }
     Ok(if comparison.count(Change::Regressed) > 0 {
-        REGRESSED
+        exit::REGRESSED
     } else {
-        crate::run::exit::OK
+        exit::OK
     })
 }
 

@@ -20,7 +20,7 @@ pub fn page(tool: Tool, summary: &Summary, data_version: &str) -> String {
     html::head(&mut out, tool, "Failures by cause", PageKind::Failures);
     let failing: usize = Verdict::ALL
         .iter()
-        .filter(|v| super::site::is_failure(**v))
+        .filter(|v| super::context::is_failure(**v))
         .map(|v| summary.count(*v))
         .sum();
     let _ = writeln!(
@@ -30,7 +30,10 @@ pub fn page(tool: Tool, summary: &Summary, data_version: &str) -> String {
         summary.crates
     );
     out.push_str("<p class=\"verdicts\">By verdict:");
-    for verdict in Verdict::ALL.iter().filter(|v| super::site::is_failure(**v)) {
+    for verdict in Verdict::ALL
+        .iter()
+        .filter(|v| super::context::is_failure(**v))
+    {
         let _ = write!(
             out,
             " <a href=\"#verdict={name}\">{tag} {count}</a>",

@@ -4,9 +4,9 @@
 //!
 //! The counts are in the page itself; the crates come from `data.js` (see [`super::data`]).
 
+use super::context::Context;
 use super::data::Summary;
 use super::html::{self, PageKind, attr, text};
-use super::site::Context;
 use crater_proto::tool::Tool;
 use crater_proto::verdict::Verdict;
 use std::fmt::Write as _;
@@ -86,7 +86,7 @@ fn counts(out: &mut String, summary: &Summary) {
         let name = verdict.name();
         let link = match verdict {
             Verdict::Ub => format!("<a href=\"ub.html\">{}</a>", html::verdict_tag(name)),
-            v if super::site::is_failure(*v) => format!(
+            v if super::context::is_failure(*v) => format!(
                 "<a href=\"failures.html#verdict={name}\">{}</a>",
                 html::verdict_tag(name)
             ),

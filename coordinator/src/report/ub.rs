@@ -6,9 +6,9 @@
 //! The list is in the page itself (UB is rare: thousands at most, not hundreds of thousands),
 //! so it reads without JavaScript too; the script only keeps the log frame and the URL in step.
 
+use super::context::Context;
 use super::data::{CauseCount, Summary};
 use super::html::{self, PageKind, attr, crate_path, text};
-use super::site::Context;
 use crate::results::record::ResultRecord;
 use crater_proto::tool::Tool;
 use crater_proto::verdict::Verdict;

@@ -104,6 +104,15 @@ pub enum Store {
 }
 
 impl Store {
+    /// Opens the result store: the bucket (checked: it exists and, with `write`, can be
+    /// written) or the local directory `out`.
+    pub async fn open(s3: Option<S3Options>, out: &std::path::Path, write: bool) -> Result<Store> {
+        match s3 {
+            Some(options) => Ok(Store::S3(S3Store::connect(&options, write).await?)),
+            None => Ok(Store::Local(LocalStore::open(out)?)),
+        }
+    }
+
     /// `s3://bucket/` or the directory, for messages.
     pub fn describe(&self) -> String {
         match self {
