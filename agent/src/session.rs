@@ -254,6 +254,7 @@ async fn session(
         // The same for this process's life, so a coordinator knows it when it comes back.
         agent_id: hex::encode(rand::random::<[u8; 16]>()),
         held: Vec::new(),
+        toolchain: toolchain.version.clone(),
     };
     tracing::info!(coordinator = %config.coordinator, slots = slots.len(), "agent ready");
 

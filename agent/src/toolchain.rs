@@ -40,6 +40,8 @@ pub struct Toolchain {
     pub sysroot: Option<PathBuf>,
     /// The host target triple, the default `--target`.
     pub host_target: String,
+    /// What `rustc -V` says ("rustc 1.93.0-nightly (abc123 2026-11-01)"), for the results.
+    pub version: String,
 }
 
 impl Toolchain {
@@ -51,6 +53,7 @@ impl Toolchain {
                 return Ok(Toolchain {
                     sysroot: None,
                     host_target: format!("{}-unknown-linux-gnu", std::env::consts::ARCH),
+                    version: "the image's".to_owned(),
                 });
             }
         };
@@ -67,9 +70,11 @@ impl Toolchain {
             .find_map(|l| l.strip_prefix("host: "))
             .context("`rustc -vV` printed no host target")?
             .to_owned();
+        let version = verbose.lines().next().unwrap_or_default().trim().to_owned();
         Ok(Toolchain {
             sysroot: Some(sysroot),
             host_target,
+            version,
         })
     }
 }

@@ -374,6 +374,13 @@ fn a_run_into_a_bucket_keeps_its_pages_current_and_they_read_in_a_browser() {
         "the one mid-run did not: {mid_run}"
     );
     assert_eq!(summary["verdicts"]["build-fail"], 1, "{summary}");
+    // The agent's toolchain, from its Hello into every result, is on the pages.
+    let toolchains = summary["toolchains"].as_array().unwrap();
+    assert_eq!(toolchains.len(), 1, "{summary}");
+    assert!(
+        toolchains[0].as_str().unwrap().starts_with("rustc 1."),
+        "{summary}"
+    );
     let e0425 = summary["failure_causes"]
         .as_array()
         .unwrap()

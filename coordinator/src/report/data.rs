@@ -29,6 +29,8 @@ pub struct Summary {
     pub started_at: Option<String>,
     pub finished_at: Option<String>,
     pub targets: Vec<String>,
+    /// The toolchains results were made with (more than one if it changed mid-run).
+    pub toolchains: Vec<String>,
     pub agents: usize,
     /// Crates by UB cause, most first.
     pub ub_causes: Vec<CauseCount>,
@@ -67,6 +69,10 @@ impl Summary {
             .map(|r| r.target.as_str())
             .filter(|t| !t.is_empty())
             .collect();
+        let toolchains: BTreeSet<&str> = all()
+            .map(|r| r.toolchain.as_str())
+            .filter(|t| !t.is_empty())
+            .collect();
         let agents: BTreeSet<&str> = all()
             .map(|r| r.agent.as_str())
             .filter(|a| !a.is_empty())
@@ -81,6 +87,7 @@ impl Summary {
             started_at: all().map(|r| r.started_at.clone()).min(),
             finished_at: all().map(|r| r.finished_at.clone()).max(),
             targets: targets.into_iter().map(str::to_owned).collect(),
+            toolchains: toolchains.into_iter().map(str::to_owned).collect(),
             agents: agents.len(),
             ub_causes: ub.sorted(),
             failure_causes: failures.sorted(),

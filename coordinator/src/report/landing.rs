@@ -58,6 +58,7 @@ fn run_facts(out: &mut String, tool: Tool, summary: &Summary) {
         "<section class=\"facts\">\n<dl>\n<dt>Tool</dt><dd>{tool}</dd>\n\
          <dt>Crates</dt><dd>{crates} ({results} results, every version)</dd>\n\
          <dt>Run</dt><dd><time>{start}</time> to <time>{end}</time></dd>\n\
+         <dt>Toolchain</dt><dd>{toolchains}</dd>\n\
          <dt>Target</dt><dd>{targets}</dd>\n<dt>Agents</dt><dd>{agents}</dd>\n\
          <dt>Updated</dt><dd><time>{generated}</time></dd>\n</dl>\n</section>\n",
         crates = summary.crates,
@@ -65,6 +66,11 @@ fn run_facts(out: &mut String, tool: Tool, summary: &Summary) {
         start = text(&when(&summary.started_at)),
         end = text(&when(&summary.finished_at)),
         targets = text(&summary.targets.join(", ")),
+        toolchains = text(&if summary.toolchains.is_empty() {
+            "not recorded".to_owned()
+        } else {
+            summary.toolchains.join(", ")
+        }),
         agents = summary.agents,
         generated = text(&summary.generated_at),
     );

@@ -230,6 +230,7 @@ pub fn synthetic(tool: Tool, i: usize) -> ResultRecord {
         attempt: 1,
         tries: 1,
         agent: format!("agent-{}", i % 4),
+        toolchain: "rustc 1.93.0-nightly (0123456789 2026-11-01)".to_owned(),
         slot: (i % 8) as u32,
         log_bytes: 0,
         log_sha256: String::new(),

@@ -28,6 +28,8 @@ pub struct Job<'a> {
     pub source: &'a str,
     /// The agent that ran it.
     pub agent: &'a str,
+    /// The toolchain it ran with, as `rustc -V` says it.
+    pub toolchain: &'a str,
 }
 
 /// Commits one result to `outbox`: the verdict, and the harness error (if any) as a note for
@@ -105,6 +107,7 @@ pub async fn publish(
         attempt: done.attempt,
         tries: done.tries,
         agent: job.agent.to_owned(),
+        toolchain: job.toolchain.to_owned(),
         slot: done.slot,
         log_bytes: received,
         log_sha256: sha,

@@ -60,6 +60,9 @@ pub struct ResultRecord {
     /// Containers the agent started for this attempt (a lost container is replaced).
     pub tries: u32,
     pub agent: String,
+    /// The toolchain it ran with, as `rustc -V` says it (empty in results of older versions).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub toolchain: String,
     pub slot: u32,
     pub log_bytes: u64,
     pub log_sha256: String,
@@ -95,6 +98,7 @@ impl ResultRecord {
             attempt: 0,
             tries: 0,
             agent: String::new(),
+            toolchain: String::new(),
             slot: 0,
             log_bytes,
             log_sha256: String::new(),
@@ -129,6 +133,7 @@ pub(crate) fn sample_record(name: &str, version: &str) -> ResultRecord {
         attempt: 1,
         tries: 1,
         agent: "host".into(),
+        toolchain: "rustc 1.93.0-nightly (0123456789 2026-11-01)".into(),
         slot: 0,
         log_bytes: 11,
         log_sha256: String::new(),

@@ -208,6 +208,7 @@ impl Coordinator {
             slots: hello.slots,
             tools: hello.tools.iter().cloned().collect(),
             targets: hello.targets.clone(),
+            toolchain: hello.toolchain.clone(),
             tx: Some(tx.clone()),
             connected: now,
             last_heard: now,
@@ -349,6 +350,7 @@ impl Coordinator {
                 target: &spec.target,
                 source: &source,
                 agent: &finishing.agent_name,
+                toolchain: &finishing.toolchain,
             };
             let log = spool.lock().await.finish().await;
             let published = match log {

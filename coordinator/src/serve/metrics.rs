@@ -219,6 +219,7 @@ mod tests {
             slots: 1,
             tools: ["check".to_owned()].into(),
             targets: vec!["x86_64-unknown-linux-gnu".into()],
+            toolchain: String::new(),
             tx: Some(tx),
             connected: at,
             last_heard: at,

@@ -35,6 +35,8 @@ pub struct Agent {
     pub tools: HashSet<String>,
     /// The first is the agent's host target, used for jobs that name none.
     pub targets: Vec<String>,
+    /// What `rustc -V` says of the toolchain its containers build with.
+    pub toolchain: String,
     /// `None` once its stream ended: it is lost, and keeps its leases until the lease timeout
     /// passes, in case it comes back on a new connection.
     pub tx: Option<ToAgent>,
@@ -90,6 +92,7 @@ pub struct Expired {
 pub struct Finishing {
     pub spec: JobSpec,
     pub agent_name: String,
+    pub toolchain: String,
     pub agent_id: String,
 }
 
@@ -392,10 +395,14 @@ impl State {
             return None;
         }
         let mut spec = self.queue.job(job).expect("exists").spec.clone();
-        let (agent_name, agent_id) = match self.agents.get(&conn) {
+        let (agent_name, agent_id, toolchain) = match self.agents.get(&conn) {
             Some(agent) => {
                 spec.target = job_target(&spec, agent);
-                (agent.name.clone(), agent.id.clone())
+                (
+                    agent.name.clone(),
+                    agent.id.clone(),
+                    agent.toolchain.clone(),
+                )
             }
             None => Default::default(),
         };
@@ -403,6 +410,7 @@ impl State {
             spec,
             agent_name,
             agent_id,
+            toolchain,
         })
     }
 

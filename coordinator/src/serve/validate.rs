@@ -13,6 +13,8 @@ pub const MAX_SLOTS: u32 = 4096;
 const MAX_NAME_CHARS: usize = 64;
 const MAX_TARGETS: usize = 16;
 const MAX_TARGET_CHARS: usize = 64;
+/// `rustc 1.93.0-nightly (0123456789 2026-11-01)` and room for a vendor's suffix.
+const MAX_TOOLCHAIN_CHARS: usize = 128;
 const MAX_ERROR_CHARS: usize = 2000;
 /// crates.io names are at most 64 characters; versions are short.
 const MAX_CRATE_CHARS: usize = 128;
@@ -27,6 +29,8 @@ pub struct Hello {
     pub tools: Vec<String>,
     pub targets: Vec<String>,
     pub held: Vec<HeldJob>,
+    /// What `rustc -V` says of its toolchain.
+    pub toolchain: String,
 }
 
 /// A job an agent says it still holds, checked: its slot is one the agent declared, its tool
@@ -121,6 +125,7 @@ pub fn hello(hello: &pb::Hello) -> Result<Hello, String> {
         targets: (hello.targets.iter())
             .map(|t| printable(t, MAX_TARGET_CHARS))
             .collect(),
+        toolchain: printable(hello.toolchain.trim(), MAX_TOOLCHAIN_CHARS),
     })
 }
 
@@ -147,6 +152,7 @@ mod tests {
             targets: vec!["x86_64-unknown-linux-gnu".into()],
             agent_id: "0123abcd".into(),
             held: vec![held(3)],
+            toolchain: "rustc 1.93.0-nightly (0123456789 2026-11-01)".into(),
         }
     }
 
@@ -169,9 +175,16 @@ mod tests {
         assert_eq!(hello_ok.tools, ["check", "test"]);
         let hostile = pb::Hello {
             agent_name: "bad\u{1b}]0;title\u{7}agent".into(),
+            toolchain: format!("rustc\u{1b}[2J {}", "9".repeat(1000)),
             ..base()
         };
-        assert_eq!(hello(&hostile).unwrap().name, "bad]0;titleagent");
+        let cleaned = hello(&hostile).unwrap();
+        assert_eq!(cleaned.name, "bad]0;titleagent");
+        assert!(
+            cleaned.toolchain.starts_with("rustc[2J 999") && cleaned.toolchain.len() < 200,
+            "the toolchain goes into every result, cleaned and cut: {}",
+            cleaned.toolchain
+        );
         let greedy = pb::Hello {
             slots: u32::MAX,
             ..base()

@@ -811,6 +811,7 @@ fn published(tool: Tool, done: pb::JobDone, log: &str) -> ResultRecord {
         target: "x86_64-unknown-linux-gnu",
         source: "crates.io",
         agent: "host",
+        toolchain: "rustc 1.93.0-nightly (0123456789 2026-11-01)",
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()

@@ -30,6 +30,7 @@ fn agent(
         slots: 2,
         tools: tools.iter().map(|t| t.to_string()).collect(),
         targets: vec!["x86_64-unknown-linux-gnu".into()],
+        toolchain: String::new(),
         tx: Some(tx),
         connected: Instant::now(),
         last_heard: Instant::now(),
