@@ -6,6 +6,7 @@
 #   snapshot  after 1% of the verdicts were rewritten: `report --no-archives` (the rest come
 #             from {tool}/results.jsonl)
 #   archives  `report` with the two log archives, against `tar -c raw | zstd -3` of the raw logs
+#   xz        the archive format: `tar -c raw | xz -6` against `tar -c raw | zstd -3`, time and size
 # and the landing page's size and Chromium's time to show it: `chromium --headless --dump-dom`
 # of index.html (its data.js holds every crate, and the search has run once by the end of
 # loading) against the same for a page with nothing on it.
@@ -17,7 +18,9 @@ cd "$(dirname "$0")/.."
 crates=${1:-200000}
 rounds=${2:-3}
 tgt=${CARGO_TARGET_DIR:-target}
-command -v zstd >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends zstd
+for tool in zstd xz; do
+    command -v $tool >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${tool/xz/xz-utils}"
+done
 cargo build --release --quiet -p crater-coordinator --bin crater-at-home --example synth-store
 bin=$PWD/$tgt/release/crater-at-home
 [[ $tgt = /* ]] && bin=$tgt/release/crater-at-home
@@ -54,6 +57,10 @@ for round in $(seq "$rounds"); do
     measure archives "$bin" report --out "$store" >>"$work/rows"
 done
 
+for round in $(seq "$rounds"); do
+    measure xz sh -c "tar -C '$store/check' -c raw | xz -6 -T1 -c >'$work/raw.tar.xz'" >>"$work/rows"
+done
+
 row() { # label: median wall and rss
     local wall rss
     wall=$(awk -v l="$1" '$1==l {print $2}' "$work/rows" | median)
@@ -61,14 +68,14 @@ row() { # label: median wall and rss
     echo "$wall $rss"
 }
 printf '%-10s %10s %12s\n' what wall_s peak_MiB
-for label in cat full cat1 snapshot tarzst archives; do
+for label in cat full cat1 snapshot tarzst archives xz; do
     read -r wall rss < <(row "$label")
     printf '%-10s %10s %12s\n' "$label" "$wall" "$((rss / 1024))"
 done
 ratio() { awk -v a="$(row "$1" | cut -d' ' -f1)" -v b="$(row "$2" | cut -d' ' -f1)" 'BEGIN {printf "%.2f", a/b}'; }
-echo "full/cat $(ratio full cat)  snapshot/cat $(ratio snapshot cat1)  archives/tar|zstd $(ratio archives tarzst)"
+echo "full/cat $(ratio full cat)  snapshot/cat $(ratio snapshot cat1)  archives/tar|zstd $(ratio archives tarzst)  xz/zstd $(ratio xz tarzst)"
 echo "pages written by one report: $((written / 1024)) KiB (results.jsonl included)"
-ls -l "$store/check/raw.tar.zst" "$work/raw.tar.zst" | awk '{print $5, $9}'
+ls -l "$store/check/raw.tar.zst" "$work/raw.tar.zst" "$work/raw.tar.xz" | awk '{print $5, $9}'
 ls -l "$store/check/index.html" "$store/check/data.js" | awk '{print $5, $9}'
 
 if command -v chromium >/dev/null; then

@@ -13,7 +13,10 @@ use crater_proto::tool::Tool;
 use crater_proto::verdict::Verdict;
 use std::fmt::Write as _;
 
-const SCRIPT: &str = include_str!("assets/failures.js");
+const SCRIPT: &str = concat!(
+    include_str!("assets/crate_row.js"),
+    include_str!("assets/failures.js")
+);
 
 pub fn page(tool: Tool, summary: &Summary, data_version: &str) -> String {
     let mut out = String::new();

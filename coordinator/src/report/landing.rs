@@ -11,7 +11,10 @@ use crater_proto::tool::Tool;
 use crater_proto::verdict::Verdict;
 use std::fmt::Write as _;
 
-const SCRIPT: &str = include_str!("assets/landing.js");
+const SCRIPT: &str = concat!(
+    include_str!("assets/crate_row.js"),
+    include_str!("assets/landing.js")
+);
 
 pub fn page(tool: Tool, summary: &Summary, context: &Context) -> String {
     let mut out = String::new();

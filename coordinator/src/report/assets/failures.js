@@ -14,27 +14,6 @@
   const crates = [...data.crates];
   crates.sort((a, b) => b[4] - a[4] || (a[0] < b[0] ? -1 : 1));
 
-  function link(kind, c) {
-    const ext = kind === "results" ? ".json" : kind === "logs" ? data.log_suffix : "";
-    return kind + "/" + encodeURIComponent(c[0]) + "/" + encodeURIComponent(c[1]) + ext;
-  }
-
-  function row(c) {
-    const li = document.createElement("li");
-    const name = document.createElement("a");
-    name.className = "name";
-    name.href = link("logs", c);
-    name.textContent = c[0] + " " + c[1];
-    const verdict = document.createElement("span");
-    verdict.className = "v v-" + data.verdicts[c[2]];
-    verdict.textContent = data.verdicts[c[2]];
-    const causes = document.createElement("span");
-    causes.className = "causes";
-    causes.textContent = c[3].map((k) => data.causes[k]).join(", ");
-    li.append(name, " ", verdict, " ", causes);
-    return li;
-  }
-
   function show() {
     const params = new URLSearchParams(location.hash.slice(1));
     const cause = params.get("cause");
@@ -53,7 +32,7 @@
     }
     const shown = chosen.length > LIMIT ? " (the first " + LIMIT + " shown)" : "";
     title.textContent = chosen.length + (chosen.length === 1 ? " crate " : " crates ") + what + shown;
-    list.replaceChildren(...chosen.slice(0, LIMIT).map(row));
+    list.replaceChildren(...chosen.slice(0, LIMIT).map((c) => crateRow(data, c)));
   }
 
   window.addEventListener("hashchange", show);

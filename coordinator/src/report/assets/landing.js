@@ -20,36 +20,6 @@
   const order = crates.map((_, i) => i);
   order.sort((a, b) => crates[b][4] - crates[a][4] || (norm[a] < norm[b] ? -1 : 1));
 
-  function link(kind, c) {
-    const ext = kind === "results" ? ".json" : kind === "logs" ? data.log_suffix : "";
-    return kind + "/" + encodeURIComponent(c[0]) + "/" + encodeURIComponent(c[1]) + ext;
-  }
-
-  function row(i) {
-    const c = crates[i];
-    const li = document.createElement("li");
-    const name = document.createElement("a");
-    name.className = "name";
-    name.href = link("logs", c);
-    name.textContent = c[0] + " " + c[1];
-    const verdict = document.createElement("span");
-    verdict.className = "v v-" + data.verdicts[c[2]];
-    verdict.textContent = data.verdicts[c[2]];
-    li.append(name, " ", verdict);
-    if (c[3].length > 0) {
-      const causes = document.createElement("span");
-      causes.className = "causes";
-      causes.textContent = c[3].map((k) => data.causes[k]).join(", ");
-      li.append(" ", causes);
-    }
-    const json = document.createElement("a");
-    json.className = "json";
-    json.href = link("results", c);
-    json.textContent = "JSON";
-    li.append(" ", json);
-    return li;
-  }
-
   function checked() {
     const set = new Set();
     for (const box of filters.querySelectorAll("input:checked")) set.add(box.value);
@@ -70,7 +40,7 @@
       else if (n.includes(term)) inside.push(i);
     }
     const hits = exact.concat(prefix, inside);
-    list.replaceChildren(...hits.slice(0, LIMIT).map(row));
+    list.replaceChildren(...hits.slice(0, LIMIT).map((i) => crateRow(data, crates[i])));
     if (hits.length === 0) {
       count.textContent = "No crate matches.";
     } else {

@@ -392,17 +392,8 @@ impl S3Store {
 
     /// An object's bytes and when it was stored; `None` when there is no such key.
     pub async fn get(&self, key: &str) -> Result<Option<(bytes::Bytes, Option<SystemTime>)>> {
-        let object = match self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-        {
-            Ok(object) => object,
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => return Ok(None),
-            Err(e) => bail!("reading s3://{}/{key}: {}", self.bucket, ErrorChain(&e)),
+        let Some(object) = self.get_object(key).await? else {
+            return Ok(None);
         };
         let stored_at = (object.last_modified()).and_then(|t| SystemTime::try_from(*t).ok());
         let bytes = object
@@ -412,6 +403,25 @@ impl S3Store {
             .with_context(|| format!("reading s3://{}/{key}", self.bucket))?
             .into_bytes();
         Ok(Some((bytes, stored_at)))
+    }
+
+    /// A GetObject whose body is still to be read; `None` when there is no such key.
+    async fn get_object(
+        &self,
+        key: &str,
+    ) -> Result<Option<aws_sdk_s3::operation::get_object::GetObjectOutput>> {
+        match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(object) => Ok(Some(object)),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => Ok(None),
+            Err(e) => bail!("reading s3://{}/{key}: {}", self.bucket, ErrorChain(&e)),
+        }
     }
 }
 

@@ -5,7 +5,7 @@
 //! so progress goes to a spinner on stderr.
 
 use super::{ErrorChain, S3Store};
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 use tokio::io::AsyncWriteExt;
@@ -74,17 +74,8 @@ impl S3Store {
 
     /// Streams an object into `path`; `None` when there is no such key.
     pub async fn download(&self, key: &str, path: &Path) -> Result<Option<PathBuf>> {
-        let object = match self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-        {
-            Ok(object) => object,
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => return Ok(None),
-            Err(e) => bail!("reading s3://{}/{key}: {}", self.bucket, ErrorChain(&e)),
+        let Some(object) = self.get_object(key).await? else {
+            return Ok(None);
         };
         let mut body = object.body.into_async_read();
         let mut file = tokio::fs::File::create(path)
