@@ -11,9 +11,12 @@ use super::catalog::Catalog;
 use super::source;
 use crate::results::store::{Store, html_key, raw_key};
 use anyhow::{Context, Result};
+use futures::StreamExt;
 use std::path::Path;
 
 const LEVEL: i32 = 3;
+/// Logs fetched from the store at once, ahead of the one being added.
+const FETCH_CONCURRENCY: usize = 16;
 
 /// Which logs an archive holds.
 #[derive(Debug, Clone, Copy)]
@@ -40,8 +43,9 @@ pub async fn write(store: &Store, catalog: &Catalog, kind: Kind, scratch: &Path)
         std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
     let encoder = zstd::Encoder::new(std::io::BufWriter::new(file), LEVEL)?;
     let mut tar = tar::Builder::new(encoder);
-    let mut count = 0;
-    for record in catalog.all() {
+    // Logs are fetched a few at a time (from a bucket each is a request: one at a time, 200,000
+    // of them would take hours) and added in the catalog's order.
+    let mut fetches = futures::stream::iter(catalog.all().enumerate().map(|(i, record)| {
         let (key, inside) = match kind {
             Kind::Raw => (
                 raw_key(tool, &record.name, &record.version),
@@ -52,18 +56,27 @@ pub async fn write(store: &Store, catalog: &Catalog, kind: Kind, scratch: &Path)
                 format!("{}/{}.html", record.name, record.version),
             ),
         };
-        let Some(log) = source::fetch_to_file(store, &key, scratch).await? else {
-            tracing::warn!("{key} is missing: left out of {}", kind.file_name());
-            continue;
-        };
         let mtime = time::OffsetDateTime::parse(
             &record.finished_at,
             &time::format_description::well_known::Rfc3339,
         )
         .map(|t| t.unix_timestamp().max(0) as u64)
         .unwrap_or(0);
+        let copy = scratch.join(format!("log-{i}"));
+        async move {
+            let fetched = source::fetch_to_file(store, &key, &copy).await;
+            (key, inside, mtime, copy, fetched)
+        }
+    }))
+    .buffered(FETCH_CONCURRENCY);
+    let mut count = 0;
+    while let Some((key, inside, mtime, copy, fetched)) = fetches.next().await {
+        let Some(log) = fetched? else {
+            tracing::warn!("{key} is missing: left out of {}", kind.file_name());
+            continue;
+        };
         let tar_ref = &mut tar;
-        tokio::task::block_in_place(|| -> Result<()> {
+        let added = tokio::task::block_in_place(|| -> Result<()> {
             let mut input = std::fs::File::open(&log)?;
             let mut header = tar::Header::new_gnu();
             header.set_size(input.metadata()?.len());
@@ -72,7 +85,11 @@ pub async fn write(store: &Store, catalog: &Catalog, kind: Kind, scratch: &Path)
             tar_ref
                 .append_data(&mut header, &inside, &mut input)
                 .with_context(|| format!("adding {key} to {}", kind.file_name()))
-        })?;
+        });
+        if log == copy {
+            std::fs::remove_file(&copy).ok();
+        }
+        added?;
         count += 1;
     }
     let encoder = tar.into_inner()?;

@@ -1,8 +1,9 @@
 //! Keeping the pages current while `run` or `serve` works.
 //!
 //! The live report holds the tool's catalog in memory: loaded from the store once at start (in
-//! the background: the run does not wait for it), then told of each result as the uploader
-//! stores it. Every `--report-every` it renders the pages if anything changed and writes the
+//! the background: the run does not wait for it; tried again at each tick if the store cannot
+//! be read, and nothing is drawn until it is), then told of each result as the uploader stores
+//! it. Every `--report-every` it renders the pages if anything changed and writes the
 //! files that differ, on the blocking pool, off the path of results; and once more at the end.
 //! A failed write is logged and tried at the next tick: the pages are never worth a result.
 
@@ -56,13 +57,10 @@ async fn keep_current(
     mut stored: mpsc::UnboundedReceiver<ResultRecord>,
     finish: CancellationToken,
 ) {
-    let mut catalog = Arc::new(match catalog::load(&store, tool, false).await {
-        Ok((catalog, _)) => catalog,
-        Err(e) => {
-            tracing::warn!("the report pages show only this run's results: {e:#}");
-            Catalog::new(tool)
-        }
-    });
+    // Until the store's catalog is loaded, results wait here: pages drawn from this run's results
+    // alone would replace complete ones with a partial view.
+    let mut pending: Vec<ResultRecord> = Vec::new();
+    let mut catalog: Option<Arc<Catalog>> = None;
     let mut writer = SiteWriter::new(store.clone());
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -70,22 +68,63 @@ async fn keep_current(
     loop {
         tokio::select! {
             Some(record) = stored.recv() => {
-                Arc::make_mut(&mut catalog).insert(record);
+                match &mut catalog {
+                    Some(catalog) => Arc::make_mut(catalog).insert(record),
+                    None => pending.push(record),
+                }
                 changed = true;
             }
-            _ = tick.tick() => if changed {
-                changed = false;
-                render(&catalog, &store, &mut writer).await;
-            },
+            _ = tick.tick() => {
+                load_once(&store, tool, &mut catalog, &mut pending).await;
+                if let Some(catalog) = &catalog && changed {
+                    changed = false;
+                    render(catalog, &store, &mut writer).await;
+                }
+            }
             () = finish.cancelled() => break,
         }
     }
     while let Ok(record) = stored.try_recv() {
-        Arc::make_mut(&mut catalog).insert(record);
+        pending.push(record);
         changed = true;
     }
-    if changed {
-        render(&catalog, &store, &mut writer).await;
+    load_once(&store, tool, &mut catalog, &mut pending).await;
+    match &mut catalog {
+        Some(catalog) => {
+            for record in pending.drain(..) {
+                Arc::make_mut(catalog).insert(record);
+            }
+            if changed {
+                render(catalog, &store, &mut writer).await;
+            }
+        }
+        None => tracing::warn!(
+            "the report pages were not updated (the store's results could not be read); \
+             `crater-at-home report` makes them"
+        ),
+    }
+}
+
+/// Loads the catalog if it is not loaded yet, adding the results that waited for it.
+async fn load_once(
+    store: &Store,
+    tool: Tool,
+    catalog: &mut Option<Arc<Catalog>>,
+    pending: &mut Vec<ResultRecord>,
+) {
+    if catalog.is_some() {
+        return;
+    }
+    match catalog::load(store, tool, false).await {
+        Ok((mut loaded, _)) => {
+            for record in pending.drain(..) {
+                loaded.insert(record);
+            }
+            *catalog = Some(Arc::new(loaded));
+        }
+        Err(e) => {
+            tracing::warn!("reading the results for the report pages (tried again later): {e:#}")
+        }
     }
 }
 

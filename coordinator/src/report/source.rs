@@ -192,15 +192,15 @@ pub async fn write_file(store: &Store, key: &str, file: &Path, content_type: &st
     }
 }
 
-/// Where a raw log can be read from: its file in a local store, or a temporary copy of the
-/// object in `scratch`.
-pub async fn fetch_to_file(store: &Store, key: &str, scratch: &Path) -> Result<Option<PathBuf>> {
+/// Where a log can be read from: its file in a local store, or a copy of the object made at
+/// `copy`. `None` when there is no such log.
+pub async fn fetch_to_file(store: &Store, key: &str, copy: &Path) -> Result<Option<PathBuf>> {
     match store {
         Store::Local(local) => {
             let path = local.root().join(key);
             Ok(path.is_file().then_some(path))
         }
-        Store::S3(s3) => s3.download(key, &scratch.join("object")).await,
+        Store::S3(s3) => s3.download(key, copy).await,
     }
 }
 
