@@ -5,9 +5,10 @@
 //! be read, and nothing is drawn until it is), then told of each result as the uploader stores
 //! it. Every `--report-every` it renders the pages if anything changed and writes the
 //! files that differ, on the blocking pool, off the path of results; and once more at the end.
+//! `results.jsonl`, the one large file, is rewritten at most every [`SNAPSHOT_EVERY`].
 //! A failed write is logged and tried at the next tick: the pages are never worth a result.
 
-use super::catalog::{self, Catalog};
+use super::catalog::{self, Catalog, SNAPSHOT};
 use super::site;
 use super::write::SiteWriter;
 use crate::results::record::ResultRecord;
@@ -18,6 +19,10 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+
+/// `results.jsonl` holds every verdict (115 MB for 200,000): while a run goes on it is rewritten
+/// at most this often, the pages at every tick; at the end it is written with them.
+const SNAPSHOT_EVERY: Duration = Duration::from_secs(30 * 60);
 
 /// The task that keeps the pages current.
 pub struct LiveReport {
@@ -65,6 +70,7 @@ async fn keep_current(
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut changed = true;
+    let mut snapshot_due = tokio::time::Instant::now();
     loop {
         tokio::select! {
             Some(record) = stored.recv() => {
@@ -78,7 +84,11 @@ async fn keep_current(
                 load_once(&store, tool, &mut catalog, &mut pending).await;
                 if let Some(catalog) = &catalog && changed {
                     changed = false;
-                    render(catalog, &store, &mut writer).await;
+                    let with_snapshot = tokio::time::Instant::now() >= snapshot_due;
+                    if with_snapshot {
+                        snapshot_due = tokio::time::Instant::now() + SNAPSHOT_EVERY;
+                    }
+                    render(catalog, &store, &mut writer, with_snapshot).await;
                 }
             }
             () = finish.cancelled() => break,
@@ -95,7 +105,7 @@ async fn keep_current(
                 Arc::make_mut(catalog).insert(record);
             }
             if changed {
-                render(catalog, &store, &mut writer).await;
+                render(catalog, &store, &mut writer, true).await;
             }
         }
         None => tracing::warn!(
@@ -128,10 +138,23 @@ async fn load_once(
     }
 }
 
-async fn render(catalog: &Arc<Catalog>, store: &Store, writer: &mut SiteWriter) {
+/// Renders and writes the pages; `results.jsonl` too when `with_snapshot`.
+async fn render(
+    catalog: &Arc<Catalog>,
+    store: &Store,
+    writer: &mut SiteWriter,
+    with_snapshot: bool,
+) {
     let catalog = catalog.clone();
     let context = super::context(store, catalog.tool).await;
-    let pages = tokio::task::spawn_blocking(move || site::render(&catalog, &context)).await;
+    let pages = tokio::task::spawn_blocking(move || {
+        let mut pages = site::render(&catalog, &context);
+        if !with_snapshot {
+            pages.retain(|page| !page.key.ends_with(SNAPSHOT));
+        }
+        pages
+    })
+    .await;
     let written = match pages {
         Ok(pages) => writer.write(pages).await,
         Err(e) => Err(e.into()),
