@@ -21,7 +21,7 @@ use std::path::Path;
 
 /// The crate that gets the big log, when one is asked for.
 pub const BIG_LOG_CRATE: &str = "synth-big-ub";
-/// A crate name whose messages try to break out of the page.
+/// Text in the synthetic messages that tries to break out of a page (it must come out escaped).
 pub const HOSTILE_MESSAGE: &str = "<script>alert(\"x\")</script> & </td>";
 
 /// Writes `crates` results of `tool` into `root` (plus [`BIG_LOG_CRATE`] with a log of
