@@ -468,54 +468,25 @@ fn an_agent_in_another_namespace_runs_crates_over_tls() {
 
 #[test]
 fn kill_9_of_an_agent_mid_job_moves_its_job_to_another_agent() {
-    let fleet = Fleet::new(false);
-    let crates = tempfile::tempdir().unwrap();
     let name = "fixture-fleet-killed";
-    let slow = make_crate(crates.path(), name, "", Some(&sleeping_build_rs(20)));
-    let host1 = Host::new(&fleet.bridge, 1);
-    let host2 = Host::new(&fleet.bridge, 2);
-    let lease = format!("{}s", LEASE.as_secs());
-    let serve = fleet.serve(&[
-        "--tool",
-        "check",
-        "--exit-when-done",
-        "--lease-timeout",
-        &lease,
-        "--local-crate",
-        to_str(&slow),
-    ]);
-    let agent1 = fleet.agent(&host1, "agent-1", 0, &[]);
-    // `ip netns exec` execs the agent in place (no fork): the pid becomes the agent's.
-    wait_until("`ip netns exec` to become crater-agent", MINUTE, || {
-        std::fs::read_to_string(format!("/proc/{}/comm", agent1.pid))
-            .is_ok_and(|comm| comm.trim() == "crater-agent")
-    });
-    wait_until("agent-1 to run the slow build script", 3 * MINUTE, || {
-        build_script_running(agent1.pid)
-    });
-    let status = fleet.status().unwrap();
+    let mut job = SlowJob::start(name, &sleeping_build_rs(20));
+    let status = job.fleet.status().unwrap();
     assert_eq!(running_on(&status, "agent-1").len(), 1, "{status}");
-    let mut agent2 = fleet.agent(&host2, "agent-2", 1, &[]);
-    wait_until("agent-2 to connect", 2 * MINUTE, || {
-        fleet
-            .status()
-            .is_some_and(|s| agent_names(&s).contains(&"agent-2".to_owned()))
-    });
 
-    agent1.kill_9();
-    let latency = time_until_running_on(&fleet, name, "agent-2", 2 * MINUTE);
+    job.agent1.kill_9();
+    let latency = time_until_running_on(&job.fleet, name, "agent-2", 2 * MINUTE);
     eprintln!("kill -9 of agent-1 -> job running on agent-2: {latency:.1?}");
     assert!(
         latency <= LEASE + REASSIGN_SLACK,
         "the job moved after {latency:?}, more than the lease timeout {LEASE:?} + {REASSIGN_SLACK:?}"
     );
 
-    let served = wait(serve, 3 * MINUTE);
+    let served = wait(job.serve, 3 * MINUTE);
     assert!(served.status.success(), "serve: {}", served.stderr);
-    let done = agent2.wait(MINUTE);
+    let done = job.agent2.wait(MINUTE);
     assert!(done.status.success(), "agent-2: {}", done.stderr);
-    one_pass(&fleet, &served, name, 2, "agent-2");
-    drop(agent1); // removes the container the killed agent left running
+    one_pass(&job.fleet, &served, name, 2, "agent-2");
+    // Dropping agent-1 removes the container the killed agent left running.
 }
 
 #[test]
@@ -694,6 +665,12 @@ impl SlowJob {
             to_str(&slow),
         ]);
         let agent1 = fleet.agent(&host1, "agent-1", 0, &[]);
+        // `ip netns exec` execs the agent in place (no fork): the pid becomes the agent's, the
+        // one a test may kill.
+        wait_until("`ip netns exec` to become crater-agent", MINUTE, || {
+            std::fs::read_to_string(format!("/proc/{}/comm", agent1.pid))
+                .is_ok_and(|comm| comm.trim() == "crater-agent")
+        });
         wait_until("agent-1 to run the slow build script", 3 * MINUTE, || {
             build_script_running(agent1.pid)
         });
