@@ -5,6 +5,7 @@
 //! and a bucket, so `report --out` and `report --bucket` are one code path.
 
 use crate::results::record::ResultRecord;
+use crate::results::store::local::write_atomically;
 use crate::results::store::{Store, parse_result_key, result_key};
 use anyhow::{Context, Result};
 use crater_proto::tool::Tool;
@@ -158,7 +159,10 @@ pub async fn write(store: &Store, key: &str, bytes: Vec<u8>, content_type: &str)
     match store {
         Store::Local(local) => {
             let path = local.root().join(key);
-            tokio::task::spawn_blocking(move || write_local(&path, &bytes)).await?
+            tokio::task::spawn_blocking(move || {
+                write_atomically(&path, |out| Ok(std::io::Write::write_all(out, &bytes)?))
+            })
+            .await?
         }
         Store::S3(s3) => s3
             .put_bytes(key, bytes, content_type)
@@ -202,20 +206,4 @@ pub async fn fetch_to_file(store: &Store, key: &str, copy: &Path) -> Result<Opti
         }
         Store::S3(s3) => s3.download(key, copy).await,
     }
-}
-
-fn write_local(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    let parent = path.parent().expect("keys have a folder");
-    std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
-    let tmp = path.with_extension(format!("report-tmp{}", std::process::id()));
-    let result = (|| -> std::io::Result<()> {
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(bytes)?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.with_context(|| format!("writing {}", path.display()))
 }

@@ -149,10 +149,7 @@ pub fn render_page(
             label: "Jump to the first error",
         }
     } else {
-        render::Jump {
-            markers: &[],
-            label: "",
-        }
+        render::Jump::NONE
     };
     render::render_log_page(&title, &links, log, out, jump)?;
     Ok(())
@@ -167,7 +164,7 @@ fn create_parent(path: &Path) -> Result<()> {
 }
 
 /// Writes `path` through a temporary file beside it, so readers see all of it or none.
-fn write_atomically(
+pub fn write_atomically(
     path: &Path,
     write: impl FnOnce(&mut std::io::BufWriter<std::fs::File>) -> Result<()>,
 ) -> Result<()> {
