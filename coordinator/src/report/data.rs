@@ -7,7 +7,8 @@
 //! a few megabytes.
 
 use super::catalog::Catalog;
-use super::context::{Context, causes_of, is_failure};
+use super::context::{Context, is_failure};
+use crate::results::diagnose::Cause;
 use crate::results::record::ResultRecord;
 use crater_proto::tool::Tool;
 use crater_proto::verdict::Verdict;
@@ -49,19 +50,25 @@ pub struct CauseCount {
 }
 
 impl Summary {
-    pub fn of(catalog: &Catalog, newest: &[&ResultRecord], context: &Context) -> Summary {
+    /// `causes[i]` are `newest[i]`'s (see [`causes_of`](super::context::causes_of)).
+    pub fn of(
+        catalog: &Catalog,
+        newest: &[&ResultRecord],
+        causes: &[Vec<Cause>],
+        context: &Context,
+    ) -> Summary {
         let mut verdicts: BTreeMap<String, usize> = Verdict::ALL
             .iter()
             .map(|v| (v.name().to_owned(), 0))
             .collect();
         let mut ub = Counter::default();
         let mut failures = Counter::default();
-        for record in newest {
+        for (record, causes) in newest.iter().zip(causes) {
             *verdicts.entry(record.status.name().to_owned()).or_default() += 1;
             if record.status == Verdict::Ub {
-                ub.add(record);
+                ub.add(causes);
             } else if is_failure(record.status) {
-                failures.add(record);
+                failures.add(causes);
             }
         }
         let all = || catalog.all();
@@ -112,12 +119,12 @@ struct Counter {
 }
 
 impl Counter {
-    fn add(&mut self, record: &ResultRecord) {
+    fn add(&mut self, causes: &[Cause]) {
         let mut seen = BTreeSet::new();
-        for cause in causes_of(record) {
+        for cause in causes {
             let key = (cause.kind.clone(), cause.detector.clone());
             if seen.insert(key.clone()) {
-                let entry = self.counts.entry(key).or_insert((0, cause.message));
+                let entry = (self.counts.entry(key)).or_insert_with(|| (0, cause.message.clone()));
                 entry.0 += 1;
             }
         }
@@ -140,22 +147,25 @@ impl Counter {
 }
 
 /// `window.CRATER = {...}`: the tool, the verdict and cause names, and one
-/// `[name, version, verdict, [causes], downloads]` per crate.
-pub fn data_js(tool: Tool, newest: &[&ResultRecord], context: &Context) -> String {
+/// `[name, version, verdict, [causes], downloads]` per crate; `causes[i]` are `newest[i]`'s.
+pub fn data_js(
+    tool: Tool,
+    newest: &[&ResultRecord],
+    causes: &[Vec<Cause>],
+    context: &Context,
+) -> String {
     let mut cause_ids: HashMap<String, usize> = HashMap::new();
     let mut cause_names: Vec<String> = Vec::new();
-    let crates: Vec<serde_json::Value> = newest
-        .iter()
-        .map(|record| {
+    let crates: Vec<serde_json::Value> = (newest.iter().zip(causes))
+        .map(|(record, record_causes)| {
             let verdict = Verdict::ALL
                 .iter()
                 .position(|v| *v == record.status)
                 .expect("every verdict is in ALL");
-            let mut causes: Vec<usize> = causes_of(record)
-                .into_iter()
+            let mut causes: Vec<usize> = (record_causes.iter())
                 .map(|cause| {
                     *cause_ids.entry(cause.kind.clone()).or_insert_with(|| {
-                        cause_names.push(cause.kind);
+                        cause_names.push(cause.kind.clone());
                         cause_names.len() - 1
                     })
                 })

@@ -4,6 +4,7 @@
 //! out. Writing them, and not writing those that did not change, is [`super::write`]'s.
 
 use super::catalog::Catalog;
+use super::context::causes_of;
 pub use super::context::{Context, Page};
 use super::{data, failures, landing, ub};
 use crater_proto::tool::Tool;
@@ -12,7 +13,9 @@ use crater_proto::tool::Tool;
 pub fn render(catalog: &Catalog, context: &Context) -> Vec<Page> {
     let tool = catalog.tool;
     let newest = catalog.newest();
-    let summary = data::Summary::of(catalog, &newest, context);
+    // Each crate's causes, once for the counts and the data file both.
+    let causes: Vec<_> = newest.iter().map(|record| causes_of(record)).collect();
+    let summary = data::Summary::of(catalog, &newest, &causes, context);
     let data_version = context.generated_at.as_str();
     let ub_page = ub::page(tool, &newest, &summary, context);
     vec![
@@ -27,7 +30,7 @@ pub fn render(catalog: &Catalog, context: &Context) -> Vec<Page> {
         ),
         Page {
             key: format!("{tool}/data.js"),
-            bytes: data::data_js(tool, &newest, context).into_bytes(),
+            bytes: data::data_js(tool, &newest, &causes, context).into_bytes(),
             content_type: "text/javascript; charset=utf-8",
         },
         Page {

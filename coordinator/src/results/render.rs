@@ -51,22 +51,7 @@ struct Style {
 /// Renders `input` (a raw terminal log) as a complete HTML page into `out`.
 /// `title` is shown as the page header (e.g. "itoa 1.0.15 — check"); it must be escaped too.
 pub fn render_html(title: &str, input: impl Read, out: impl Write) -> io::Result<()> {
-    render_html_marked(title, input, out, &[])
-}
-
-/// As `render_html`, but the first line whose plain text contains one of `markers` gets
-/// `id="first-report"`, the header gets a link to it, and the page scrolls to it on load.
-pub fn render_html_marked(
-    title: &str,
-    input: impl Read,
-    out: impl Write,
-    markers: &[&str],
-) -> io::Result<()> {
-    let jump = Jump {
-        markers,
-        label: "Jump to the first report",
-    };
-    render_log_page(title, "", input, out, jump)
+    render_log_page(title, "", input, out, Jump::NONE)
 }
 
 /// Where a log page's "jump" link goes: the first line whose plain text contains one of
@@ -75,6 +60,14 @@ pub fn render_html_marked(
 pub struct Jump<'a> {
     pub markers: &'a [&'a str],
     pub label: &'a str,
+}
+
+impl Jump<'static> {
+    /// No jump link: nothing is looked for.
+    pub const NONE: Jump<'static> = Jump {
+        markers: &[],
+        label: "",
+    };
 }
 
 /// A log page: `title` as its header, `links` (HTML, already escaped) under it, then the log,
@@ -562,7 +555,11 @@ mod tests {
         let markers = ["Undefined Behavior: ", "ERROR: AddressSanitizer: "];
         let marked = |input: &mut dyn Read, markers: &[&str]| {
             let mut out = Vec::new();
-            render_html_marked("t", input, &mut out, markers).unwrap();
+            let jump = Jump {
+                markers,
+                label: "Jump to the first report",
+            };
+            render_log_page("t", "", input, &mut out, jump).unwrap();
             String::from_utf8(out).unwrap()
         };
         // The marker is looked for in the text shown, whatever the colours and redraws.
