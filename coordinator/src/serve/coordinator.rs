@@ -40,8 +40,17 @@ pub enum Event {
     },
 }
 
-/// How often agents send a heartbeat when they have nothing else to say (the Welcome says so).
-const HEARTBEAT_SECS: u32 = 10;
+/// How often agents send a heartbeat when they have nothing else to say (the Welcome says so),
+/// at most.
+const HEARTBEAT_SECS: u64 = 10;
+
+/// The heartbeat interval for `lease_timeout`: every 10 s, or three times a lease when the lease
+/// is shorter than 30 s. A quiet agent (a build script printing nothing) is heard only through
+/// its heartbeats, and with one heartbeat a lease it lost its jobs whenever the heartbeat came a
+/// moment after the expiry check.
+fn heartbeat_secs(lease_timeout: Duration) -> u32 {
+    (lease_timeout.as_secs() / 3).clamp(1, HEARTBEAT_SECS) as u32
+}
 
 /// A lease's spooled log, shared by the streams of an agent that reconnects.
 type SharedSpool = Arc<tokio::sync::Mutex<Spool>>;
@@ -59,6 +68,8 @@ struct Inner {
     started: Instant,
     /// The most log bytes one job may send: its `max_log_bytes` plus the kept tail.
     log_cap: u64,
+    /// What the Welcome asks of agents (see [`heartbeat_secs`]).
+    heartbeat_secs: u32,
     /// The log of every lease that sent some, by (job, attempt).
     spools: Mutex<HashMap<(JobId, u32), SharedSpool>>,
 }
@@ -95,6 +106,7 @@ impl Coordinator {
             complete,
             started: Instant::now(),
             log_cap,
+            heartbeat_secs: heartbeat_secs(lease_timeout),
             spools: Mutex::new(HashMap::new()),
         };
         let coordinator = Coordinator {
@@ -221,7 +233,7 @@ impl Coordinator {
             // stream's channel is new and has room.
             let welcome = message(CoordMsg::Welcome(pb::Welcome {
                 coordinator_version: env!("CARGO_PKG_VERSION").to_owned(),
-                heartbeat_interval_secs: HEARTBEAT_SECS,
+                heartbeat_interval_secs: self.inner.heartbeat_secs,
                 reclaimed: connected.reclaimed.clone(),
             }));
             let _ = tx.try_send(Ok(welcome));
@@ -443,5 +455,22 @@ async fn acknowledge(tx: Option<ToAgent>, (job_id, attempt): (JobId, u32), store
 async fn send_all(sends: Sends) {
     for (tx, message) in sends {
         let _ = tx.send(Ok(message)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lease_hears_at_least_three_heartbeats() {
+        assert_eq!(
+            heartbeat_secs(Duration::from_secs(45)),
+            10,
+            "the default lease"
+        );
+        assert_eq!(heartbeat_secs(Duration::from_secs(10)), 3);
+        assert_eq!(heartbeat_secs(Duration::from_secs(2)), 1);
+        assert_eq!(heartbeat_secs(Duration::from_secs(3600)), 10);
     }
 }
